@@ -1,0 +1,8 @@
+"""asc_lib: the library behind the replication book of Cai, Li & Shao (DCASE 2024).
+
+Chapters teach; this package computes. One module per idea:
+profiles (settings), repro (seeding), data (datasets), features, models, train, metrics, plots,
+book (execute the chapters and build the book).
+"""
+
+__version__ = "0.1.0"

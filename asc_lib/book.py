@@ -1,0 +1,184 @@
+"""Execute the chapters with papermill into ``book/`` and build the HTML with Jupyter Book.
+
+    python -m asc_lib.book run [--profile ci|full] [--only CHAPTER ...] [-p NAME VALUE ...]
+    python -m asc_lib.book build
+
+``run`` executes ``chapters/*.ipynb`` in order, each in its own papermill process with a time limit,
+writes the executed notebook to ``book/`` only when every cell succeeded (so a failed run never leaves
+a half-executed chapter there), stops on the first failure naming the chapter and the cell, and ends
+with a table of wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+import papermill
+
+from .paths import repo_root
+from .profiles import PROFILES
+
+CHAPTER_TIMEOUT_S = {"ci": 600, "full": 24 * 3600}  # per chapter, wall clock
+CELL_TIMEOUT_S = {"ci": 600, "full": 24 * 3600}
+
+
+def chapters(root: Path) -> list[Path]:
+    """Source chapters in book order (their file names start with a number)."""
+    found = sorted((root / "chapters").glob("[0-9]*.ipynb"))
+    if not found:
+        raise FileNotFoundError(f"no chapters found: expected {root / 'chapters'}/NN_name.ipynb")
+    return found
+
+
+def select(found: list[Path], only: list[str] | None) -> list[Path]:
+    """Chapters named by ``only`` (file stem, with or without its number prefix)."""
+    if not only:
+        return found
+    picked = []
+    for name in only:
+        match = [p for p in found if name in (p.stem, p.stem.split("_", 1)[-1], p.stem.split("_", 1)[0])]
+        if not match:
+            raise SystemExit(f"no chapter called {name!r}; chapters are: {', '.join(p.stem for p in found)}")
+        picked += [p for p in match if p not in picked]
+    return [p for p in found if p in picked]
+
+
+def parse_value(text: str):
+    """A ``-p`` value: a Python literal when it reads as one (3, 0.5, True, None, 'x'), else the string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def chapter_parameters(path: Path) -> dict:
+    """The names (and defaults) in a chapter's ``parameters`` cell."""
+    return papermill.inspect_notebook(str(path))
+
+
+def failing_cell(executed: Path) -> str:
+    """Describe the first cell with an error in a (partially) executed notebook."""
+    if not executed.exists():
+        return "no cell ran (the kernel did not start?)"
+    nb = nbformat.read(executed, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                first = next((line for line in cell.source.splitlines() if line.strip()), "")
+                return f"cell {i} (`{first[:70]}`): {out.get('ename')}: {out.get('evalue')}"
+    return "no cell has an error recorded (time limit or kernel death)"
+
+
+def finish(executed: Path, target: Path) -> None:
+    """Hide papermill's injected cell, drop per-run timing metadata, move atomically into ``book/``."""
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = tags + ["remove-cell"]
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    for key in ("start_time", "end_time", "duration", "exception"):
+        nb.metadata.get("papermill", {}).pop(key, None)
+    tmp = target.with_suffix(".ipynb.tmp")
+    nbformat.write(nb, tmp)
+    os.replace(tmp, target)
+
+
+def run_chapter(src: Path, target: Path, params: dict, profile: str) -> tuple[bool, str]:
+    """Execute one chapter with papermill in its own process group; ``(ok, message)``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / src.name
+        pfile = Path(tmp) / "params.json"
+        pfile.write_text(json.dumps(params))
+        cmd = [sys.executable, "-m", "papermill", str(src), str(out), "-f", str(pfile),
+               "--cwd", str(target.parent), "--kernel", "python3", "--progress-bar",
+               "--execution-timeout", str(CELL_TIMEOUT_S[profile])]
+        proc = subprocess.Popen(cmd, start_new_session=True)
+        try:
+            code = proc.wait(timeout=CHAPTER_TIMEOUT_S[profile])
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # papermill and its kernel
+            proc.wait()
+            return False, f"time limit of {CHAPTER_TIMEOUT_S[profile]} s reached; {failing_cell(out)}"
+        if code != 0:
+            kept = target.parent.parent / "_build" / "failed" / src.name
+            if out.exists():
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(out, kept)
+            return False, f"{failing_cell(kept if kept.exists() else out)} (partial notebook: {kept})"
+        finish(out, target)
+        return True, "ok"
+
+
+def run(root: Path, profile: str, only: list[str] | None, overrides: dict) -> int:
+    if "profile" in overrides:
+        raise SystemExit("set the profile with --profile, not -p profile")
+    todo = select(chapters(root), only)
+    declared = {p: chapter_parameters(p) for p in todo}
+    unknown = set(overrides) - {name for d in declared.values() for name in d}
+    if unknown:
+        raise SystemExit(f"no selected chapter has parameter(s) {sorted(unknown)}")
+    (root / "book").mkdir(exist_ok=True)
+    rows, status = [], 0
+    for i, src in enumerate(todo, 1):
+        params = {"profile": profile, **overrides}
+        params = {k: v for k, v in params.items() if k in declared[src]}
+        print(f"[{i}/{len(todo)}] {src.stem}  profile={profile}  {params}", flush=True)
+        start = time.perf_counter()
+        ok, message = run_chapter(src, root / "book" / src.name, params, profile)
+        seconds = time.perf_counter() - start
+        rows.append((src.stem, "ok" if ok else "FAILED", seconds))
+        if not ok:
+            print(f"\nchapter {src.stem} failed: {message}", file=sys.stderr)
+            status = 1
+            break
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'chapter':<{width}}  status  wall time")
+    for name, state, seconds in rows:
+        print(f"{name:<{width}}  {state:<6}  {seconds:7.1f} s")
+    print(f"{'total':<{width}}          {sum(r[2] for r in rows):7.1f} s")
+    return status
+
+
+def build(root: Path) -> int:
+    """``jupyter-book build`` with warnings as errors; prints where ``index.html`` is."""
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(root), "--builder", "html",
+           "-W", "-n", "--keep-going"]
+    code = subprocess.call(cmd)
+    index = root / "_build" / "html" / "index.html"
+    if code == 0 and index.exists():
+        print(f"\nThe book is at {index}")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m asc_lib.book", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="execute the chapters into book/")
+    p_run.add_argument("--profile", choices=sorted(PROFILES), default="ci")
+    p_run.add_argument("--only", nargs="+", metavar="CHAPTER", help="chapter names (e.g. quick_tour)")
+    p_run.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                       help="set a chapter parameter (repeatable)")
+    sub.add_parser("build", help="build the HTML book from book/ (warnings are errors)")
+    args = parser.parse_args(argv)
+    root = repo_root()
+    if root is None:
+        parser.error("run this from the book's checkout (a folder with _toc.yml and asc_lib/)")
+    if args.command == "run":
+        return run(root, args.profile, args.only, {k: parse_value(v) for k, v in args.p})
+    return build(root)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

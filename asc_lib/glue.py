@@ -1,0 +1,18 @@
+"""``glue``: hand a computed value to the book's prose (``{glue:text}`name```).
+
+Uses ``myst_nb.glue`` where MyST-NB is installed (the book build), and does nothing where it is
+missing (Colab), so a chapter runs the same everywhere.
+"""
+
+from __future__ import annotations
+
+try:
+    from myst_nb import glue as _glue
+except ImportError:  # Colab and plain Jupyter: nothing reads glued values there
+    _glue = None
+
+
+def glue(name: str, value, display: bool = False) -> None:
+    """Record ``value`` under ``name`` for the book; hidden in the notebook unless ``display``."""
+    if _glue is not None:
+        _glue(name, value, display=display)

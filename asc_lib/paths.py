@@ -1,0 +1,40 @@
+"""Where things live: the repository (when run from a checkout) or the working folder (Colab)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def repo_root(start: Path | None = None) -> Path | None:
+    """The checkout holding ``_toc.yml`` and ``asc_lib/``, searching upwards from ``start`` (cwd)."""
+    start = Path(start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "_toc.yml").is_file() and (folder / "asc_lib").is_dir():
+            return folder
+    return None
+
+
+def artifacts_dir(profile: str) -> Path:
+    """Per-profile folder for caches, checkpoints and logs (ignored by git).
+
+    ``ASC_ARTIFACTS`` overrides it; otherwise ``<repo>/artifacts/<profile>`` in a checkout and
+    ``./artifacts/<profile>`` elsewhere (Colab).
+    """
+    base = os.environ.get("ASC_ARTIFACTS")
+    if base:
+        root = Path(base)
+    else:
+        repo = repo_root()
+        root = (repo or Path.cwd()) / "artifacts"
+    path = root / profile
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def results_dir() -> Path:
+    """Where chapters write their result tables: ``<repo>/book/results`` or ``./results``."""
+    repo = repo_root()
+    path = repo / "book" / "results" if repo else Path.cwd() / "results"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
