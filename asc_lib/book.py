@@ -79,15 +79,35 @@ def failing_cell(executed: Path) -> str:
     return "no cell has an error recorded (time limit or kernel death)"
 
 
+def collapse_progress(outputs: list) -> list:
+    """Merge consecutive stderr outputs and keep each line's last state (``\\r`` redraws of tqdm)."""
+    merged = []
+    for out in outputs:
+        if out.get("output_type") == "stream" and out.get("name") == "stderr" and merged \
+                and merged[-1].get("output_type") == "stream" and merged[-1].get("name") == "stderr":
+            merged[-1]["text"] += out["text"]
+        else:
+            merged.append(out)
+    for out in merged:
+        if out.get("output_type") == "stream" and out.get("name") == "stderr":
+            out["text"] = "\n".join(line.rstrip("\r").split("\r")[-1] for line in out["text"].split("\n"))
+    return merged
+
+
 def finish(executed: Path, target: Path) -> None:
-    """Hide papermill's injected cell, drop per-run timing metadata, move atomically into ``book/``."""
+    """Hide papermill's injected cell, drop per-run metadata and progress-bar redraws (so a re-run
+    changes only what really changed), and move the notebook atomically into ``book/``."""
     nb = nbformat.read(executed, as_version=4)
     for cell in nb.cells:
         tags = cell.metadata.get("tags", [])
-        if "injected-parameters" in tags and "remove-cell" not in tags:
-            cell.metadata["tags"] = tags + ["remove-cell"]
+        if "injected-parameters" in tags:
+            cell.id = "injected-parameters"
+            if "remove-cell" not in tags:
+                cell.metadata["tags"] = tags + ["remove-cell"]
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = collapse_progress(cell.outputs)
     for key in ("start_time", "end_time", "duration", "exception"):
         nb.metadata.get("papermill", {}).pop(key, None)
     tmp = target.with_suffix(".ipynb.tmp")
@@ -151,12 +171,16 @@ def run(root: Path, profile: str, only: list[str] | None, overrides: dict) -> in
     return status
 
 
-def build(root: Path) -> int:
-    """``jupyter-book build`` with warnings as errors; prints where ``index.html`` is."""
+def build(root: Path, output: Path | None = None) -> int:
+    """``jupyter-book build`` with warnings as errors into ``output/_build`` (default: the checkout).
+
+    Prints where ``index.html`` is and returns the exit code.
+    """
+    output = output or root
     cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(root), "--builder", "html",
-           "-W", "-n", "--keep-going"]
+           "--path-output", str(output), "-W", "-n", "--keep-going"]
     code = subprocess.call(cmd)
-    index = root / "_build" / "html" / "index.html"
+    index = output / "_build" / "html" / "index.html"
     if code == 0 and index.exists():
         print(f"\nThe book is at {index}")
     return code

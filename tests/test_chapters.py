@@ -1,0 +1,84 @@
+"""Chapters: source notebooks are clean and well-formed; book/ holds their executed copies."""
+
+import re
+
+import nbformat
+import pytest
+import yaml
+
+from conftest import ROOT
+
+SOURCES = sorted((ROOT / "chapters").glob("[0-9]*.ipynb"))
+REQUIRED_PARAMETERS = ("profile", "data_root", "seed", "device")
+
+
+def _read(path):
+    return nbformat.read(path, as_version=4)
+
+
+def _code(nb, drop_injected=True):
+    return [c.source for c in nb.cells if c.cell_type == "code"
+            and not (drop_injected and "injected-parameters" in c.metadata.get("tags", []))]
+
+
+def test_there_are_chapters():
+    assert SOURCES, "no chapters/NN_name.ipynb found"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_source_chapter_is_clean(path):
+    nb = _read(path)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, f"{path.name} has outputs: clear them"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_first_cell_installs_only_in_colab(path):
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    first = _read(path).cells[0]
+    assert first.cell_type == "code"
+    assert {"skip-execution", "nbval-skip"} <= set(first.metadata.get("tags", []))
+    assert 'if "google.colab" in sys.modules:' in first.source
+    assert f"git+{repo}@" in first.source, "the install cell must use the repository URL of _config.yml"
+    assert " -e " not in first.source and "torch" not in first.source  # never reinstall torch in Colab
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_one_parameters_cell_with_the_common_knobs(path):
+    cells = [c for c in _read(path).cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{path.name}: expected exactly one cell tagged 'parameters'"
+    names = set(re.findall(r"^(\w+)\s*=", cells[0].source, flags=re.M))
+    assert set(REQUIRED_PARAMETERS) <= names
+    assert re.search(r'^profile = "ci"', cells[0].source, flags=re.M), "the default profile is ci"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_book_chapter_has_exactly_the_source_code(path):
+    executed = ROOT / "book" / path.name
+    assert executed.exists(), f"{executed} missing: run python -m asc_lib.book run --only {path.stem}"
+    book_nb = _read(executed)
+    assert _code(book_nb) == _code(_read(path)), f"{executed.name} is stale: re-run the chapter"
+    injected = [c for c in book_nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert all("remove-cell" in c.metadata["tags"] for c in injected)
+    # every executed code cell ran, in order, without error (the install cell is skipped)
+    ran = [c for c in book_nb.cells if c.cell_type == "code" and c.execution_count is not None]
+    assert [c.execution_count for c in ran] == list(range(1, len(ran) + 1))
+    assert not any(o.output_type == "error" for c in ran for o in c.outputs)
+
+
+def test_toc_lists_every_chapter_in_order():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [entry["file"] for entry in toc["chapters"]]
+    chapters = [f for f in files if re.match(r"book/\d", f)]
+    assert chapters == [f"book/{p.stem}" for p in SOURCES]
+
+
+def test_config_follows_book_practice():
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert cfg["execute"]["execute_notebooks"] == "off"
+    assert cfg["only_build_toc_files"] is True
+    assert cfg["repository"]["branch"] == "main"
+    assert cfg["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert cfg["sphinx"]["config"]["nb_merge_streams"] is True

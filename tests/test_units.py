@@ -1,0 +1,129 @@
+"""Unit tests of the library on small data the tests make."""
+
+import numpy as np
+import pytest
+import torch
+
+from asc_lib import complexity, metrics, profiles
+from asc_lib.data import DEVICES, SCENES
+from asc_lib.data.synthetic import device_response, scene_clip, tour_clips
+from asc_lib.features import StudentLogMel, beats_fbank, student_logmel
+from asc_lib.models.tiny import TinyCNN
+from asc_lib.repro import resolve_device, seed_everything
+from asc_lib.train import fit, predict
+
+
+def test_labels_follow_the_baseline_order():
+    assert SCENES[0] == "airport" and SCENES[-1] == "tram" and len(SCENES) == 10
+    assert DEVICES == ("a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6")
+
+
+def test_scene_clip_is_a_pure_function_of_its_seed():
+    a = scene_clip("bus", "a", seed=[0, 1, 2])
+    b = scene_clip("bus", "a", seed=[0, 1, 2])
+    c = scene_clip("bus", "a", seed=[0, 1, 3])
+    assert a.dtype == np.float32 and a.shape == (32000,)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert np.abs(a).max() <= 1.0 and 0.005 < np.sqrt(np.mean(a**2)) < 0.2
+
+
+def test_scene_clip_rejects_unknown_labels():
+    with pytest.raises(ValueError, match="unknown scene 'beach'"):
+        scene_clip("beach", "a", seed=0)
+    with pytest.raises(ValueError, match="unknown device 'z'"):
+        scene_clip("bus", "z", seed=0)
+
+
+def test_devices_differ_and_a_is_the_flattest():
+    n, sr = 32000, 32000
+    f = np.fft.rfftfreq(n, 1 / sr)
+    band = (f > 500) & (f < 5000)
+    spread = {d: np.std(20 * np.log10(device_response(d, sr, n)[0][band])) for d in DEVICES}
+    assert spread["a"] == min(spread.values())
+    assert not np.allclose(device_response("b", sr, n)[0], device_response("c", sr, n)[0])
+
+
+def test_tour_clips_cover_every_scene_and_device():
+    waves, scenes, devices = tour_clips(4, ("a", "b"), sr=8000, seed=1)
+    assert waves.shape == (40, 8000)
+    assert np.bincount(scenes).tolist() == [4] * 10
+    assert set(devices.tolist()) == {0, 1}
+
+
+def test_student_logmel_shape_and_normalisation():
+    wave = torch.from_numpy(np.stack([scene_clip("park", "a", seed=0), scene_clip("bus", "b", seed=1)]))
+    x = student_logmel(wave, n_mels=256)
+    # pre-emphasis drops one sample: 31,999 samples, hop 500, centred frames -> 64
+    assert x.shape == (2, 256, 64)
+    assert torch.isfinite(x).all()
+    silent = student_logmel(torch.zeros(1, 32000), n_mels=64)
+    assert torch.allclose(silent, torch.full_like(silent, (np.log(1e-5) + 4.5) / 5), atol=1e-6)
+    assert StudentLogMel(n_mels=128)(wave).shape == (2, 1, 128, 64)
+    with pytest.raises(ValueError, match=r"\(B, T\)"):
+        student_logmel(torch.zeros(32000))
+
+
+def test_student_logmel_puts_a_tone_in_the_right_band():
+    t = torch.arange(32000) / 32000
+    low = student_logmel(torch.sin(2 * torch.pi * 200 * t)[None], n_mels=64)
+    high = student_logmel(torch.sin(2 * torch.pi * 8000 * t)[None], n_mels=64)
+    assert low.mean(-1).argmax() < high.mean(-1).argmax()
+
+
+def test_beats_fbank_frames_and_rate():
+    x = beats_fbank(torch.zeros(2, 16000) + 1e-3)
+    assert x.shape == (2, 98, 128)  # 1 s at 16 kHz, 25 ms windows, 10 ms shift
+    with pytest.raises(ValueError, match="16 kHz"):
+        beats_fbank(torch.zeros(1, 32000), sr=32000)
+
+
+def test_macro_accuracy_averages_classes_not_examples():
+    y_true = np.array([0, 0, 0, 0, 1])
+    y_pred = np.array([0, 0, 0, 0, 0])
+    assert metrics.macro_accuracy(y_true, y_pred, 2) == pytest.approx(0.5)  # plain accuracy would be 0.8
+    assert metrics.confusion(y_true, y_pred, 2).tolist() == [[4, 0], [1, 0]]
+    by_group = metrics.group_accuracy(y_true, y_pred, np.array([0, 0, 1, 1, 1]), 2)
+    assert by_group[0] == pytest.approx(1.0) and by_group[1] == pytest.approx(0.5)
+
+
+def test_param_bytes_at_int8_and_float32():
+    model = torch.nn.Linear(10, 5)  # 55 parameters
+    assert complexity.count_params(model) == 55
+    assert complexity.param_bytes(model, bits=8) == 55
+    assert complexity.param_bytes(model, bits=32) == 220
+
+
+def test_profiles_and_overrides():
+    ci = profiles.get_profile("ci")
+    assert ci.device == "cpu" and ci.threads
+    changed = profiles.override(ci.tour, epochs=3, clips_per_scene=None)
+    assert changed.epochs == 3 and changed.clips_per_scene == ci.tour.clips_per_scene
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        profiles.get_profile("fast")
+    with pytest.raises(ValueError, match="unknown setting"):
+        profiles.override(ci.tour, nonsense=1)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA"):
+            resolve_device("cuda")
+
+
+def _train_once(seed):
+    gen = seed_everything(seed, threads=1)
+    x = torch.randn(64, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    y = (x.mean(dim=(1, 2, 3)) > 0).long()
+    model = TinyCNN(n_classes=2, width=4)
+    history = fit(model, x, y, epochs=3, batch_size=16, lr=1e-2, device=torch.device("cpu"), generator=gen)
+    return history, predict(model, x, device=torch.device("cpu"))
+
+
+def test_training_repeats_exactly_with_the_same_seed():
+    h1, p1 = _train_once(0)
+    h2, p2 = _train_once(0)
+    h3, _ = _train_once(1)
+    assert h1 == h2 and np.array_equal(p1, p2)
+    assert h1 != h3
+    assert len(h1) == 3 and h1[-1]["loss"] < h1[0]["loss"]
