@@ -67,15 +67,17 @@ def chapter_parameters(path: Path) -> dict:
 
 
 def failing_cell(executed: Path) -> str:
-    """Describe the first cell with an error in a (partially) executed notebook."""
+    """Describe the first cell with an error, numbered as in the source chapter (code cells from 1)."""
     if not executed.exists():
         return "no cell ran (the kernel did not start?)"
     nb = nbformat.read(executed, as_version=4)
-    for i, cell in enumerate(nb.cells):
+    added = {"injected-parameters", "papermill-error-cell-tag"}  # cells papermill put in
+    code = [c for c in nb.cells if c.cell_type == "code" and not added & set(c.metadata.get("tags", []))]
+    for number, cell in enumerate(code, 1):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
                 first = next((line for line in cell.source.splitlines() if line.strip()), "")
-                return f"cell {i} (`{first[:70]}`): {out.get('ename')}: {out.get('evalue')}"
+                return f"code cell {number} (`{first[:70]}`): {out.get('ename')}: {out.get('evalue')}"
     return "no cell has an error recorded (time limit or kernel death)"
 
 

@@ -48,7 +48,7 @@ def test_failure_names_chapter_and_cell_and_stops(small_book, capsys):
     _chapter(small_book / "chapters" / "02_after.ipynb", "print('never')")
     assert book.run(small_book, "ci", None, {}) == 1
     err = capsys.readouterr().err
-    assert "chapter 01_broken failed" in err and "cell 2" in err and "ValueError: bad clip" in err
+    assert "chapter 01_broken failed" in err and "code cell 3 (`raise ValueError('bad clip')`)" in err and "ValueError: bad clip" in err
     assert not (small_book / "book" / "01_broken.ipynb").exists()  # nothing half-executed in book/
     assert not (small_book / "book" / "02_after.ipynb").exists()  # stopped at the first failure
     assert (small_book / "_build" / "failed" / "01_broken.ipynb").exists()
