@@ -10,7 +10,7 @@ import seaborn as sns
 def spectrograms(specs, titles, hop_seconds: float, ncols: int = 3):
     """Log-mel spectrograms side by side; ``specs`` are (mels, frames) arrays."""
     nrows = -(-len(specs) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows), squeeze=False, layout="constrained")
     for ax, spec, title in zip(axes.flat, specs, titles):
         spec = np.asarray(spec)
         im = ax.imshow(spec, origin="lower", aspect="auto", cmap="magma",
