@@ -1,16 +1,32 @@
-"""Generated acoustic scenes: the seed of the synthetic twin of TAU22.
+"""The synthetic twin of TAU22: generated acoustic scenes written in the real dataset's layout.
 
 A scene is a mixture of sound sources; several scenes share sources (bus/tram/metro share engine
 hum and rumble, street_pedestrian/public_square share babble, steps and traffic), so they are
-confusable as in the real data. A device is a fixed frequency response plus a noise floor.
-Every clip is a pure function of its seed.
+confusable as in the real data. A *location* fixes the mix and the sources' character (the bus line,
+the crowd), a *city* tilts the spectrum, a *device* is a fixed frequency response plus a noise floor.
+Any scene may also carry a sound that belongs elsewhere (a distractor). Every file is a pure function
+of the seed: the same seed writes byte-identical files.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import csv
+import functools
+import json
+import math
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from . import DEVICES, SCENES
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from . import CITIES, DEVICES, SCENES
+
+TWIN_VERSION = 1  # bump when the generator's output changes: cached twins are then rebuilt
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -38,18 +54,16 @@ def _rumble(rng, t, sr):
 
 
 def _babble(rng, t, sr, voices=3):
-    """Speech-like noise: band-limited noise gated at a syllable rate, several talkers."""
-    out = np.zeros_like(t)
-    for _ in range(voices):
-        gate = np.abs(np.sin(2 * np.pi * rng.uniform(3, 6) * t + rng.uniform(0, np.pi))) ** 2
-        out += gate * _band(rng.standard_normal(len(t)), sr, rng.uniform(250, 400), rng.uniform(2500, 3800))
-    return out
+    """Speech-like noise: noise gated at syllable rates (several talkers), band-limited to speech."""
+    gates = sum(np.abs(np.sin(2 * np.pi * rng.uniform(3, 6) * t + rng.uniform(0, np.pi))) ** 2 * rng.standard_normal(len(t))
+                for _ in range(voices))
+    return _band(gates, sr, rng.uniform(250, 400), rng.uniform(2500, 3800))
 
 
 def _birds(rng, t, sr):
     """Short frequency sweeps between 2 and 7 kHz."""
     out = np.zeros_like(t)
-    for _ in range(rng.integers(3, 9)):
+    for _ in range(rng.integers(3, 9) * max(1, round(len(t) / sr))):
         n = int(rng.uniform(0.04, 0.15) * sr)
         start = rng.integers(0, len(t) - n)
         f = np.linspace(rng.uniform(2000, 5000), rng.uniform(3000, 7000), n)
@@ -72,7 +86,7 @@ def _steps(rng, t, sr):
 def _chime(rng, t, sr):
     """Announcement chime: a few decaying tones."""
     out = np.zeros_like(t)
-    onset = rng.uniform(0, 0.5)
+    onset = rng.uniform(0, max(0.5, len(t) / sr - 1.0))
     for j, f in enumerate(rng.choice([523.0, 659.0, 784.0, 880.0, 1047.0], size=3, replace=False)):
         tt = np.clip(t - onset - 0.15 * j, 0, None)
         out += np.sin(2 * np.pi * f * tt) * np.exp(-tt / 0.3) * (t >= onset + 0.15 * j)
@@ -94,7 +108,9 @@ def _squeal(rng, t, sr):
 
 def _traffic(rng, t, sr):
     """Passing cars: low-passed noise with swells."""
-    env = sum(np.exp(-((t - c) / rng.uniform(0.1, 0.3)) ** 2) for c in rng.uniform(-0.3, 1.3, size=3))
+    seconds = len(t) / sr
+    env = sum(np.exp(-((t - c) / rng.uniform(0.1, 0.3)) ** 2)
+              for c in rng.uniform(-0.3, seconds + 0.3, size=3 * max(1, round(seconds))))
     return (0.3 + env) * _band(rng.standard_normal(len(t)), sr, 30, 1500)
 
 
@@ -121,38 +137,112 @@ RECIPES = {
 }
 
 
+
+def _siren(rng, t, sr):
+    """Emergency siren: a tone sweeping up and down (pool only)."""
+    f = rng.uniform(600, 900) * (1 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * t))
+    return np.sin(2 * np.pi * np.cumsum(f) / sr)
+
+
+def _bark(rng, t, sr):
+    """Dog barks: short harmonic bursts (pool only)."""
+    out = np.zeros_like(t)
+    n = int(0.12 * sr)
+    for start in rng.uniform(0, max(t[-1] - 0.12, 0.01), size=rng.integers(1, 4)):
+        i = int(start * sr)
+        f0 = rng.uniform(300, 600)
+        tt = np.arange(n) / sr
+        burst = sum(np.sin(2 * np.pi * k * f0 * tt) / k for k in range(1, 6)) * np.hanning(n)
+        out[i:i + n] += burst[: len(out) - i]
+    return out
+
+
+def _rain(rng, t, sr):
+    """Rain: dense high-passed crackle (pool only)."""
+    drops = (rng.random(len(t)) < 0.01) * rng.standard_normal(len(t))
+    return _band(drops + 0.2 * rng.standard_normal(len(t)), sr, 1500, sr / 2)
+
+
+# Sources of the unlabeled pool (the AudioSet analogue): the scenes' sources and a few more.
+POOL_SOURCES = {"engine": _engine, "rumble": _rumble, "speech": _babble, "birds": _birds, "footsteps": _steps,
+                "chime": _chime, "music": _music, "squeal": _squeal, "traffic": _traffic, "wind": _wind,
+                "siren": _siren, "bark": _bark, "rain": _rain}
+DISTRACTORS = [_birds, _chime, _music, _steps, _traffic, _squeal, _babble]
+
+
+@functools.lru_cache(maxsize=32)
 def device_response(device: str, sr: int, n: int) -> tuple[np.ndarray, float]:
     """The device's magnitude response on ``rfftfreq(n, 1/sr)`` and its noise-floor level.
 
-    Device a is almost flat; the others have their own band limits and resonances (fixed per device).
+    Device a is almost flat; the others have their own band limits and resonances (fixed per device;
+    the simulated ones, s1-s6, colour the sound more than the real b and c).
     """
     rng = np.random.default_rng(1000 + DEVICES.index(device))
     f = np.fft.rfftfreq(n, 1 / sr)
     if device == "a":
-        lo, hi, peaks, floor = 30.0, 15000.0, 0, 0.002
+        lo, hi, peaks, height, floor = 30.0, 15000.0, 0, 0.0, 0.002
+    elif device in ("b", "c"):
+        lo, hi, peaks, height, floor = rng.uniform(80, 200), rng.uniform(9000, 12000), 2, 0.8, rng.uniform(0.005, 0.01)
     else:
-        lo, hi, peaks, floor = rng.uniform(80, 400), rng.uniform(5000, 12000), 3, rng.uniform(0.005, 0.03)
+        lo, hi, peaks, height, floor = rng.uniform(150, 400), rng.uniform(5000, 9000), 3, 1.5, rng.uniform(0.01, 0.03)
     gain = 1 / np.sqrt(1 + (lo / np.maximum(f, 1)) ** 4) / np.sqrt(1 + (f / hi) ** 8)
     for _ in range(peaks):
-        fc, width, height = rng.uniform(300, 6000), rng.uniform(100, 800), rng.uniform(-0.7, 1.5)
-        gain = gain * (1 + height * np.exp(-(((f - fc) / width) ** 2)))
+        fc, width, h = rng.uniform(300, 6000), rng.uniform(100, 800), rng.uniform(-0.7, height)
+        gain = gain * (1 + h * np.exp(-(((f - fc) / width) ** 2)))
     return gain, floor
 
 
+@functools.lru_cache(maxsize=32)
+def city_tilt(city: str, sr: int, n: int) -> np.ndarray:
+    """A city's gentle spectral tilt (a nuisance: -2 to +2 dB per octave around 1 kHz)."""
+    slope = np.random.default_rng(2000 + CITIES.index(city)).uniform(-2, 2)
+    f = np.maximum(np.fft.rfftfreq(n, 1 / sr), 20)
+    return 10 ** (slope * np.log2(f / 1000) / 20)
+
+
+def location_mix(scene: str, city: str, location: int, seed: int) -> list:
+    """The fixed character of one recording location: each source's weight and settings, a distractor."""
+    rng = np.random.default_rng([seed, 1, SCENES.index(scene), CITIES.index(city), location])
+    mix = []
+    for src, (lo, hi), kw in RECIPES[scene]:
+        kw = dict(kw)
+        if "f0" in kw:  # one bus line, one engine: its pitch is fixed at the location
+            centre = rng.uniform(*kw["f0"])
+            kw["f0"] = (0.97 * centre, 1.03 * centre)
+        mix.append((src, rng.uniform(lo, hi), kw))
+    if rng.random() < 0.5:  # a sound that belongs to other scenes, at this location
+        mix.append((DISTRACTORS[rng.integers(len(DISTRACTORS))], rng.uniform(0.1, 0.4), {}))
+    return mix
+
+
+def render(mix: list, city: str, rng, sr: int, seconds: float) -> np.ndarray:
+    """A device-independent recording of ``mix`` in ``city``, as its spectrum (``rfft``, unit RMS)."""
+    t = np.arange(int(round(sr * seconds))) / sr
+    x = sum(w * rng.uniform(0.7, 1.3) * _unit(src(rng, t, sr, **kw)) for src, w, kw in mix)
+    x = _unit(x) + rng.uniform(0.05, 0.3) * _unit(np.cumsum(rng.standard_normal(len(t))))  # city ambience
+    spec = np.fft.rfft(x) * city_tilt(city, sr, len(t))
+    return spec / np.sqrt(np.sum(np.abs(spec[1:]) ** 2) * 2 / len(t) ** 2)
+
+
+def record(spec: np.ndarray, n: int, device: str, rng, sr: int, level_db: float) -> np.ndarray:
+    """The recording with spectrum ``spec`` (``n`` samples) as ``device`` records it, at ``level_db``
+    dBFS RMS: float32 in [-1, 1]."""
+    gain, floor = device_response(device, sr, n)
+    y = _unit(np.fft.irfft(spec * gain, n)) + floor / 0.05 * rng.standard_normal(n)
+    return np.clip(10 ** (level_db / 20) * _unit(y), -1, 1).astype(np.float32)
+
+
 def scene_clip(scene: str, device: str, seed, sr: int = 32000, seconds: float = 1.0) -> np.ndarray:
-    """One clip of ``scene`` recorded by ``device``: float32 in [-1, 1], a pure function of the arguments."""
+    """One clip of ``scene`` at a random location, recorded by ``device``; a pure function of the arguments."""
     if scene not in RECIPES:
         raise ValueError(f"unknown scene {scene!r}: expected one of {SCENES}")
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}: expected one of {DEVICES}")
     rng = np.random.default_rng(seed)
-    t = np.arange(int(sr * seconds)) / sr
-    x = sum(rng.uniform(*w) * _unit(src(rng, t, sr, **kw)) for src, w, kw in RECIPES[scene])
-    gain, floor = device_response(device, sr, len(t))
-    x = np.fft.irfft(np.fft.rfft(_unit(x)) * gain, len(t))
-    x = _unit(x) + floor / 0.05 * _band(rng.standard_normal(len(t)), sr, 20, sr / 2)
-    level = 10 ** (rng.uniform(-30, -18) / 20)  # RMS between -30 and -18 dBFS
-    return np.clip(level * _unit(x), -1, 1).astype(np.float32)
+    city = CITIES[rng.integers(len(CITIES))]
+    mix = location_mix(scene, city, int(rng.integers(1 << 30)), int(rng.integers(1 << 30)))
+    n = int(round(sr * seconds))
+    return record(render(mix, city, rng, sr, seconds), n, device, rng, sr, rng.uniform(-30, -18))
 
 
 def tour_clips(clips_per_scene: int, devices, sr: int = 32000, seed: int = 0):
@@ -169,3 +259,154 @@ def tour_clips(clips_per_scene: int, devices, sr: int = 32000, seed: int = 0):
             scenes.append(s)
             devs.append(DEVICES.index(device))
     return np.stack(waves), np.array(scenes), np.array(devs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The twin on disk
+
+
+@dataclass(frozen=True)
+class TwinSize:
+    """How much the twin holds. Train recordings are 10 s long and cut into ten 1 s clips."""
+
+    a_per_scene: int  # train recordings by device a, per scene
+    other_per_scene: int  # train recordings by each of b, c, s1, s2, s3, per scene
+    test_per_scene: int  # test recordings per scene, each recorded by all nine devices
+    segments_per_location: int  # recordings made at one location
+    pool_clips: int  # unlabeled 1 s clips of general sounds (16 kHz) for pre-training
+
+
+TWIN_SIZES = {
+    "ci": TwinSize(a_per_scene=30, other_per_scene=2, test_per_scene=4, segments_per_location=3, pool_clips=3000),
+    "tiny": TwinSize(a_per_scene=2, other_per_scene=1, test_per_scene=1, segments_per_location=2, pool_clips=8),
+}
+SR = 44100
+TRAIN_DEVICES = ("a", "b", "c", "s1", "s2", "s3")
+
+
+def _plan(size: TwinSize, seed: int) -> list[dict]:
+    """Every recording of the twin: scene, city, location, segment, devices, and whether it is test."""
+    rng = np.random.default_rng([seed, 0])
+    plan = []
+    for s, scene in enumerate(SCENES):
+        groups = [("a", size.a_per_scene, False)] + [(d, size.other_per_scene, False) for d in TRAIN_DEVICES[1:]] \
+            + [(DEVICES, size.test_per_scene, True)]
+        location = 1000 + 100 * s
+        for devices, n, test in groups:
+            for j in range(n):
+                if j % size.segments_per_location == 0:
+                    location += 1
+                    city = CITIES[rng.integers(len(CITIES))]
+                plan.append({"scene": scene, "city": city, "location": location, "segment": 10 * location + j,
+                             "devices": list(devices) if test else [devices], "test": test})
+    return plan
+
+
+def _write_recording(job: tuple) -> list[tuple[str, str, str, str]]:
+    """Render one recording through its devices and write its 1 s clips; returns meta rows."""
+    rec, seed, folder = job
+    scene, city = rec["scene"], rec["city"]
+    rng = np.random.default_rng([seed, 2, SCENES.index(scene), rec["location"], rec["segment"]])
+    spec = render(location_mix(scene, city, rec["location"], seed), city, rng, SR, 10.0)
+    rows = []
+    for device in rec["devices"]:
+        y = record(spec, 10 * SR, device, rng, SR, rng.uniform(-30, -18))
+        for k in range(10):
+            name = f"audio/{scene}-{city}-{rec['location']}-{rec['segment']}-{k}-{device}.wav"
+            sf.write(Path(folder) / name, y[k * SR:(k + 1) * SR], SR, subtype="PCM_24")
+            rows.append((name, scene, f"{city}-{rec['location']}", device))
+    return rows
+
+
+def _split_rows(plan: list[dict], seed: int) -> dict:
+    """Nested train splits (5 ⊂ 10 ⊂ 25 ⊂ 50 ⊂ 100) of whole recordings, and the test recordings.
+
+    Device a: a prefix of each scene's shuffled recordings, so scenes stay balanced. Other devices: a
+    prefix of the device's recordings interleaved over scenes. Fractions are rounded up.
+    """
+    rng = np.random.default_rng([seed, 3])
+    order = {}
+    for device in TRAIN_DEVICES:
+        per_scene = [[r for r in plan if not r["test"] and r["devices"] == [device] and r["scene"] == s] for s in SCENES]
+        for recs in per_scene:
+            rng.shuffle(recs)
+        if device == "a":
+            order[device] = per_scene
+        else:
+            scenes = rng.permutation(len(SCENES))
+            order[device] = [[per_scene[s][j] for j in range(len(per_scene[0])) for s in scenes]]
+    splits = {}
+    for fraction in (5, 10, 25, 50, 100):
+        splits[fraction] = [r for groups in order.values() for recs in groups
+                            for r in recs[:math.ceil(fraction / 100 * len(recs))]]
+    splits["test"] = [r for r in plan if r["test"]]
+    return splits
+
+
+def _write_tsv(path: Path, header: list[str], rows) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def make_synthetic_tau(root: Path, size: str = "ci", seed: int = 0, workers: int = 2, progress: bool = True) -> Path:
+    """Write the twin of TAU22 at ``root`` (44.1 kHz 24-bit WAVs, meta.csv, split*.csv, test.csv) and
+    its unlabeled pool at ``root/pool``; returns ``root``.
+
+    Reuses ``root`` when it already holds this very twin (same size, seed and generator version).
+    Built in a temporary folder and renamed at the end, so an interrupted build is never reused.
+    """
+    root = Path(root)
+    manifest = {"twin_version": TWIN_VERSION, "size": size, **asdict(TWIN_SIZES[size]), "seed": seed}
+    if (root / "twin.json").is_file():
+        if json.loads((root / "twin.json").read_text()) == manifest:
+            return root
+        shutil.rmtree(root)  # an older twin or another seed: rebuild
+    elif root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} exists and is not a synthetic twin (no twin.json): refusing to overwrite it")
+    tmp = root.with_name(f".{root.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "audio").mkdir(parents=True)
+    plan = _plan(TWIN_SIZES[size], seed)
+    jobs = [(rec, seed, str(tmp)) for rec in plan]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        results = list(tqdm(pool.map(_write_recording, jobs, chunksize=4), total=len(jobs),
+                            desc="twin recordings", unit="rec", disable=not progress))
+    meta = sorted(row for rows in results for row in rows)
+    _write_tsv(tmp / "meta.csv", ["filename", "scene_label", "identifier", "source_label"], meta)
+    clips_of = {id(rec): [(row[0], row[1]) for row in rows] for rec, rows in zip(plan, results)}
+    for name, recs in _split_rows(plan, seed).items():
+        file = f"split{name}.csv" if name != "test" else "test.csv"
+        _write_tsv(tmp / file, ["filename", "scene_label"], sorted(c for r in recs for c in clips_of[id(r)]))
+    make_sound_pool(tmp / "pool", TWIN_SIZES[size].pool_clips, seed)
+    (tmp / "twin.json").write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, root)
+    n_test = sum(len(r["devices"]) for r in plan if r["test"]) * 10
+    print(f"synthetic TAU22 twin '{size}' (seed {seed}) at {root}: {len(meta)} clips "
+          f"({len(meta) - n_test} train, {n_test} test), pool of {TWIN_SIZES[size].pool_clips} clips")
+    return root
+
+
+def make_sound_pool(root: Path, n_clips: int, seed: int, sr: int = 16000) -> Path:
+    """Unlabeled 1 s clips of general sounds with their event tags (the AudioSet analogue).
+
+    Writes ``root/audio/pool-NNNNN.wav`` (16 kHz, 16-bit) and ``root/tags.csv`` (filename, tags
+    separated by commas). Each clip mixes one to three sources; tags name the sources heard.
+    """
+    root = Path(root)
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    names = sorted(POOL_SOURCES)
+    rows = []
+    t = np.arange(sr) / sr
+    for i in range(n_clips):
+        rng = np.random.default_rng([seed, 4, i])
+        chosen = sorted(rng.choice(len(names), size=rng.integers(1, 4), replace=False))
+        kw = {"engine": {"f0": (30, 80)}}
+        x = sum(rng.uniform(0.5, 1.0) * _unit(POOL_SOURCES[names[j]](rng, t, sr, **kw.get(names[j], {}))) for j in chosen)
+        x = 10 ** (rng.uniform(-30, -18) / 20) * _unit(x + 0.05 * rng.standard_normal(sr))
+        name = f"audio/pool-{i:05d}.wav"
+        sf.write(root / name, np.clip(x, -1, 1).astype(np.float32), sr, subtype="PCM_16")
+        rows.append((name, ",".join(names[j] for j in chosen)))
+    _write_tsv(root / "tags.csv", ["filename", "tags"], rows)
+    return root

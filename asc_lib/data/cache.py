@@ -1,0 +1,194 @@
+"""Decode and resample every clip once, into a memory-mapped cache.
+
+The teachers read clips at 16 kHz and the student at 32 kHz; the dataset's WAVs are 44.1 kHz
+24-bit mono. Decoding and resampling every epoch is slow, so :func:`waveform_cache` does it once
+and stores the result as one ``(N, samples)`` float32 ``.npy`` file that later runs open
+memory-mapped: reading a batch is then a copy out of the page cache.
+
+The build is atomic and resumable. Rows are written into ``<name>.partial.npy`` next to a boolean
+``<name>.done.npy`` progress mask, both flushed after every chunk (data first, then mask, so a row
+marked done is on disk). When every row is done the partial file is renamed to ``<name>.npy`` with
+:func:`os.replace`. Only a file under the final name is ever trusted; an interrupted build (an
+exception, Ctrl-C, a killed kernel) picks up at the next call where the mask says it stopped.
+Two processes must not build the same cache at the same time.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+from tqdm import tqdm
+
+# Bump whenever a change to this module changes the cached values or layout: old caches are then
+# ignored (their key no longer matches) instead of being read as if they were current.
+CACHE_VERSION = 1
+
+
+class AudioFormatError(ValueError):
+    """A clip is missing, unreadable, or not in the format the dataset promises."""
+
+
+def load_wav(path: Path | str, expected_sr: int = 44100, channels: int = 1) -> np.ndarray:
+    """Read one WAV as float32 in [-1, 1].
+
+    Returns shape ``(T,)`` when ``channels == 1``, else ``(T, channels)``. Raises
+    :class:`AudioFormatError`, naming the file, what was expected and what was found, when the file
+    is missing, cannot be decoded, or has another sample rate or channel count.
+    """
+    path = Path(path)
+    want = f"a {expected_sr} Hz, {channels}-channel audio file"
+    if not path.is_file():
+        raise AudioFormatError(f"{path}: expected {want}, found no such file")
+    try:
+        with sf.SoundFile(path) as f:
+            if f.samplerate != expected_sr:
+                raise AudioFormatError(f"{path}: expected {expected_sr} Hz, found {f.samplerate} Hz")
+            if f.channels != channels:
+                raise AudioFormatError(f"{path}: expected {channels} channel(s), found {f.channels}")
+            data = f.read(dtype="float32", always_2d=True)
+    except AudioFormatError:
+        raise
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError) as err:
+        raise AudioFormatError(f"{path}: expected {want}, found an unreadable file ({err})") from err
+    return np.ascontiguousarray(data[:, 0]) if channels == 1 else data
+
+
+@functools.lru_cache(maxsize=None)
+def _resampler(source_sr: int, sr: int) -> torchaudio.transforms.Resample:
+    """One resampling kernel per (source_sr, sr), built once and reused for every chunk."""
+    return torchaudio.transforms.Resample(source_sr, sr)
+
+
+def _fit(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad at the end or cut ``x`` (..., T) to exactly ``length`` samples."""
+    if x.shape[-1] >= length:
+        return x[..., :length]
+    return torch.nn.functional.pad(x, (0, length - x.shape[-1]))
+
+
+def _stat(path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+
+
+def cache_key(files: list[Path], sr: int, *, source_sr: int = 44100, seconds: float = 1.0) -> str:
+    """Hex SHA-256 of everything the cached values depend on.
+
+    The file list enters as (name, size in bytes, modification time) in order, so renaming, adding,
+    removing, reordering, resizing or rewriting a clip (a twin regenerated with another seed has the
+    same names and sizes) gives a new key; moving the folder with its times kept does not.
+    """
+    payload = {
+        "version": CACHE_VERSION,
+        "files": [[Path(f).name, *((st.st_size, st.st_mtime_ns) if (st := _stat(f)) else (-1, -1))] for f in files],
+        "sr": int(sr),
+        "source_sr": int(source_sr),
+        "seconds": float(seconds),
+    }
+    return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+
+
+def _open_partial(partial: Path, mask: Path, shape: tuple[int, int]) -> tuple[np.memmap, np.memmap]:
+    """Reopen an interrupted build if both of its files are intact, else start an empty one."""
+    if partial.exists() and mask.exists():
+        try:
+            data = np.lib.format.open_memmap(partial, mode="r+")
+            done = np.lib.format.open_memmap(mask, mode="r+")
+            if data.shape == shape and data.dtype == np.float32 and done.shape == shape[:1] and done.dtype == bool:
+                return data, done
+            del data, done
+        except (OSError, ValueError):
+            pass
+    # Data file first, mask second: a mask without its data file is never left behind.
+    data = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
+    done = np.lib.format.open_memmap(mask, mode="w+", dtype=bool, shape=shape[:1])
+    done[:] = False
+    done.flush()
+    return data, done
+
+
+def waveform_cache(files: list[Path], sr: int, cache_dir: Path, *, source_sr: int = 44100,
+                   seconds: float = 1.0, progress: bool = True, chunk: int = 64) -> np.ndarray:
+    """Every clip of ``files`` at ``sr`` Hz, as a read-only memory-mapped ``(N, round(sr*seconds))`` array.
+
+    Row ``i`` is ``files[i]`` (mono, ``source_sr`` Hz, read with :func:`load_wav`) zero-padded at
+    the end or cut to ``round(source_sr*seconds)`` samples, resampled to ``sr`` with torchaudio's
+    windowed-sinc kernel (the defaults of ``torchaudio.functional.resample``), then zero-padded or
+    cut to exactly ``round(sr*seconds)`` samples. For the dataset's 1 s clips neither step changes
+    anything: the rows equal ``torchaudio.functional.resample(load_wav(f), source_sr, sr)``.
+
+    The file is ``cache_dir/wave_{sr}_{key[:16]}.npy`` with ``key = cache_key(...)``; if it exists it
+    is opened without decoding anything. Otherwise clips are decoded ``chunk`` at a time, resampled
+    as one batch, and written into the partial file; see the module docstring for how an
+    interrupted build resumes. Raises :class:`AudioFormatError` on the first bad clip (the rows
+    before it are kept for the next call).
+    """
+    files = [Path(f) for f in files]
+    if not files:
+        raise ValueError("waveform_cache: the file list is empty")
+    if chunk < 1:
+        raise ValueError(f"waveform_cache: chunk must be >= 1, got {chunk}")
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = cache_key(files, sr, source_sr=source_sr, seconds=seconds)
+    name = f"wave_{sr}_{key[:16]}"
+    final = cache_dir / f"{name}.npy"
+    partial = cache_dir / f"{name}.partial.npy"
+    mask = cache_dir / f"{name}.done.npy"
+    shape = (len(files), round(sr * seconds))
+
+    if final.exists():
+        try:
+            out = np.load(final, mmap_mode="r")
+        except (OSError, ValueError):
+            out = None
+        if out is not None and out.shape == shape and out.dtype == np.float32:
+            mask.unlink(missing_ok=True)  # left behind if a build was killed right after its rename
+            if progress:
+                print(f"waveform cache: reusing {final.name} ({shape[0]} clips, "
+                      f"{final.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+            return out
+
+    data, done = _open_partial(partial, mask, shape)
+    todo = np.flatnonzero(~done[:])
+    resample = _resampler(source_sr, sr)
+    src_len = round(source_sr * seconds)
+    start = time.perf_counter()
+    bar = tqdm(total=shape[0], initial=shape[0] - len(todo), unit="clip", disable=not progress,
+               desc=f"decode + resample to {sr} Hz")
+    try:
+        for lo in range(0, len(todo), chunk):
+            rows = todo[lo:lo + chunk]
+            batch = torch.stack([_fit(torch.from_numpy(load_wav(files[i], source_sr)), src_len) for i in rows])
+            with torch.inference_mode():
+                wave = _fit(resample(batch), shape[1])
+            data[rows] = wave.numpy()
+            data.flush()  # the rows reach the file before the mask says they are done
+            done[rows] = True
+            done.flush()
+            bar.update(len(rows))
+    finally:
+        bar.close()
+    seconds_taken = time.perf_counter() - start
+    data.flush()
+    del data, done  # close both maps before renaming / deleting their files
+    os.replace(partial, final)
+    mask.unlink(missing_ok=True)
+    if progress:
+        n = len(todo)
+        print(f"waveform cache: {n} clips decoded in {seconds_taken:.1f} s "
+              f"({n / max(seconds_taken, 1e-9):.0f} clips/s) -> {final.name} "
+              f"({final.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+    return np.load(final, mmap_mode="r")

@@ -1,0 +1,117 @@
+"""Read a folder in the TAU Urban Acoustic Scenes 2022 Mobile (development) layout.
+
+    <root>/audio/<scene>-<city>-<location>-<segment>-<subsegment>-<device>.wav
+    <root>/meta.csv       tab-separated: filename  scene_label  identifier  source_label
+    <root>/split5.csv ... split100.csv, test.csv   tab-separated: filename  scene_label
+
+The real dataset and the synthetic twin share this layout, so this one reader serves both.
+Every problem names the file, the line and what was expected.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from . import DEVICES, SCENES
+
+SPLITS = (5, 10, 25, 50, 100)
+META_HEADER = ["filename", "scene_label", "identifier", "source_label"]
+SPLIT_HEADER = ["filename", "scene_label"]
+NAME = re.compile(r"^audio/(?P<scene>[a-z_]+)-(?P<city>[a-z]+)-(?P<location>\d+)-(?P<segment>\d+)"
+                  r"-(?P<subsegment>\d+)-(?P<device>[a-z0-9]+)\.wav$")
+
+
+class DatasetFormatError(ValueError):
+    """A file of the dataset is not in the TAU22 format."""
+
+
+def _read_tsv(path: Path, header: list[str]) -> list[list[str]]:
+    if not path.is_file():
+        raise DatasetFormatError(f"{path}: file not found (expected a tab-separated file with header "
+                                 f"{' '.join(header)})")
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    if not rows or rows[0] != header:
+        found = " | ".join(rows[0]) if rows else "an empty file"
+        raise DatasetFormatError(f"{path}: expected the tab-separated header {' | '.join(header)}, found {found}")
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise DatasetFormatError(f"{path}, line {line}: expected {len(header)} tab-separated fields, found {len(row)}")
+    return rows[1:]
+
+
+def read_meta(root: Path) -> pd.DataFrame:
+    """``meta.csv`` as a table, one row per clip, with the fields its file name encodes.
+
+    Columns: filename, scene, city, location, identifier, recording (the 10 s segment the clip was cut
+    from: scene-city-location-segment), subsegment, device, path.
+    """
+    root = Path(root)
+    path = root / "meta.csv"
+    records = []
+    for line, (filename, scene, identifier, device) in enumerate(_read_tsv(path, META_HEADER), start=2):
+        m = NAME.match(filename)
+        if not m:
+            raise DatasetFormatError(f"{path}, line {line}: {filename!r} is not "
+                                     "audio/<scene>-<city>-<location>-<segment>-<subsegment>-<device>.wav")
+        if (m["scene"], f"{m['city']}-{m['location']}", m["device"]) != (scene, identifier, device):
+            raise DatasetFormatError(f"{path}, line {line}: the columns ({scene}, {identifier}, {device}) "
+                                     f"disagree with the file name {filename}")
+        if scene not in SCENES or device not in DEVICES:
+            raise DatasetFormatError(f"{path}, line {line}: unknown scene {scene!r} or device {device!r}")
+        records.append({
+            "filename": filename, "scene": scene, "city": m["city"], "location": int(m["location"]),
+            "identifier": identifier, "recording": f"{scene}-{identifier}-{m['segment']}",
+            "subsegment": int(m["subsegment"]), "device": device, "path": str(root / filename),
+        })
+    meta = pd.DataFrame.from_records(records)
+    if meta.empty:
+        raise DatasetFormatError(f"{path}: no clips listed")
+    if meta.filename.duplicated().any():
+        raise DatasetFormatError(f"{path}: {meta.filename[meta.filename.duplicated()].iloc[0]} is listed twice")
+    return meta
+
+
+def read_split(root: Path, split: int | str, meta: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The rows of ``meta`` in ``split`` (5, 10, 25, 50, 100 or "test"), in the split file's order."""
+    root = Path(root)
+    if split not in (*SPLITS, "test"):
+        raise ValueError(f"unknown split {split!r}: expected one of {SPLITS} or 'test'")
+    meta = read_meta(root) if meta is None else meta
+    path = root / (f"split{split}.csv" if split != "test" else "test.csv")
+    rows = _read_tsv(path, SPLIT_HEADER)
+    index = pd.Series(range(len(meta)), index=meta.filename)
+    for line, (filename, scene) in enumerate(rows, start=2):
+        if filename not in index:
+            raise DatasetFormatError(f"{path}, line {line}: {filename} is not in {root / 'meta.csv'}")
+        if meta.scene.iat[index[filename]] != scene:
+            raise DatasetFormatError(f"{path}, line {line}: {filename} is labelled {scene!r} here but "
+                                     f"{meta.scene.iat[index[filename]]!r} in meta.csv")
+    return meta.iloc[index[[r[0] for r in rows]].to_numpy()].reset_index(drop=True)
+
+
+def is_tau_folder(root: Path) -> bool:
+    """Whether ``root`` looks like a TAU22 folder (meta.csv, audio/, the split files)."""
+    root = Path(root)
+    return (root / "meta.csv").is_file() and (root / "audio").is_dir() and \
+        all((root / f"split{s}.csv").is_file() for s in SPLITS) and (root / "test.csv").is_file()
+
+
+def split_summary(root: Path, meta: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Clips, recordings, device shares and scene balance of every split, computed from the files."""
+    meta = read_meta(root) if meta is None else meta
+    rows = []
+    for split in (*SPLITS, "test"):
+        part = read_split(root, split, meta)
+        counts = part.scene.value_counts()
+        row = {"split": f"{split} %" if split != "test" else "test", "clips": len(part),
+               "recordings": part.recording.nunique(), "locations": part.identifier.nunique(),
+               "device a (%)": round(100 * (part.device == "a").mean(), 1),
+               "scene min/max": f"{counts.min()}/{counts.max()}"}
+        row.update({f"n_{d}": int((part.device == d).sum()) for d in DEVICES})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("split")

@@ -1,0 +1,197 @@
+"""Tests of asc_lib.data.cache: the decode-once, memory-mapped waveform cache."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio
+
+from asc_lib.data import cache
+from asc_lib.data.cache import AudioFormatError, cache_key, load_wav, waveform_cache
+
+SR = 44100
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_sine(path: Path, freq: float, sr: int = SR, channels: int = 1, seconds: float = 1.0) -> Path:
+    t = np.arange(round(sr * seconds)) / sr
+    x = 0.5 * np.sin(2 * np.pi * freq * t)
+    if channels > 1:
+        x = np.stack([x] * channels, axis=1)
+    sf.write(path, x, sr, subtype="PCM_24")
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> list[Path]:
+    """12 one-second 44.1 kHz 24-bit mono sines at different frequencies."""
+    folder = tmp_path_factory.mktemp("audio")
+    return [write_sine(folder / f"clip{i:02d}.wav", 110.0 * (i + 1) + 7.0 * i) for i in range(12)]
+
+
+class Counter:
+    """Stands in for load_wav: counts calls and raises on call number ``fail_at``."""
+
+    def __init__(self, fail_at: int | None = None):
+        self.calls, self.fail_at = 0, fail_at
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError(f"simulated failure on call {self.calls}")
+        return load_wav(*args, **kwargs)
+
+
+def cache_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("sr", [16000, 32000])
+def test_rows_match_direct_load_and_resample(clips, tmp_path, sr):
+    arr = waveform_cache(clips, sr, tmp_path, progress=False)
+    assert arr.shape == (12, sr) and arr.dtype == np.float32
+    assert not arr.flags.writeable
+    for i, f in enumerate(clips):
+        x, file_sr = sf.read(f, dtype="float32")
+        assert file_sr == SR
+        ref = torchaudio.functional.resample(torch.from_numpy(x), SR, sr).numpy()
+        assert ref.shape == (sr,)
+        np.testing.assert_allclose(arr[i], ref, rtol=0, atol=1e-5)
+    # the rows are not all the same clip
+    assert np.abs(arr[0] - arr[1]).max() > 0.1
+
+
+def test_16k_and_32k_get_different_files_and_shapes(clips, tmp_path):
+    a16 = waveform_cache(clips, 16000, tmp_path, progress=False)
+    a32 = waveform_cache(clips, 32000, tmp_path, progress=False)
+    assert a16.shape == (12, 16000) and a32.shape == (12, 32000)
+    names = cache_files(tmp_path)
+    assert len(names) == 2, names  # no partial file or progress mask left behind
+    assert names[0].startswith("wave_16000_") and names[1].startswith("wave_32000_")
+    assert all(n.endswith(".npy") and ".partial" not in n and ".done" not in n for n in names)
+    assert Path(a16.filename).name != Path(a32.filename).name
+
+
+def test_second_call_reuses_cache_without_decoding(clips, tmp_path, monkeypatch, capsys):
+    first = np.array(waveform_cache(clips, 32000, tmp_path, progress=True))
+    assert "12 clips decoded" in capsys.readouterr().err
+    path = tmp_path / cache_files(tmp_path)[0]
+    mtime = path.stat().st_mtime_ns
+    monkeypatch.setattr(cache, "load_wav", Counter(fail_at=1))  # any decode would raise
+    second = waveform_cache(clips, 32000, tmp_path, progress=True)
+    assert "reusing" in capsys.readouterr().err
+    assert np.array_equal(first, second)
+    assert path.stat().st_mtime_ns == mtime
+    assert cache_files(tmp_path) == [path.name]
+
+
+def test_interrupted_build_resumes_and_equals_uninterrupted(clips, tmp_path, monkeypatch):
+    ref = np.array(waveform_cache(clips, 32000, tmp_path / "ref", progress=False, chunk=4))
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(cache, "load_wav", Counter(fail_at=7))
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        waveform_cache(clips, 32000, out, progress=False, chunk=4)
+    names = cache_files(out)
+    stem = names[0].split(".")[0]
+    assert names == [f"{stem}.done.npy", f"{stem}.partial.npy"]  # no final file
+    assert np.load(out / f"{stem}.done.npy").tolist() == [True] * 4 + [False] * 8
+
+    resumed_loader = Counter()
+    monkeypatch.setattr(cache, "load_wav", resumed_loader)
+    got = waveform_cache(clips, 32000, out, progress=False, chunk=4)
+    assert resumed_loader.calls == 8  # only the clips not yet done
+    assert np.array_equal(np.asarray(got), ref)
+    assert cache_files(out) == [f"{stem}.npy"]
+
+
+def test_killed_build_resumes(clips, tmp_path, monkeypatch):
+    """A process killed mid-build (no exception handling, no cleanup) leaves a resumable partial."""
+    out = tmp_path / "out"
+    script = textwrap.dedent(f"""
+        import os, sys
+        from pathlib import Path
+        from asc_lib.data import cache
+        real, calls = cache.load_wav, [0]
+        def dying(*a, **k):
+            calls[0] += 1
+            if calls[0] == 7:
+                os._exit(9)
+            return real(*a, **k)
+        cache.load_wav = dying
+        files = [Path(p) for p in {[str(c) for c in clips]!r}]
+        cache.waveform_cache(files, 16000, Path({str(out)!r}), progress=False, chunk=2)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 9, proc.stderr
+    assert not any(n.endswith(".npy") and n.count(".") == 1 for n in cache_files(out))
+
+    loader = Counter()
+    monkeypatch.setattr(cache, "load_wav", loader)
+    got = waveform_cache(clips, 16000, out, progress=False, chunk=2)
+    assert loader.calls == 6
+    ref = waveform_cache(clips, 16000, tmp_path / "ref", progress=False, chunk=2)
+    assert np.array_equal(np.asarray(got), np.asarray(ref))
+
+
+def _corrupt(folder: Path) -> tuple[Path, list[str]]:
+    path = folder / "garbage.wav"
+    path.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" + bytes(range(256)) * 4)
+    return path, ["unreadable"]
+
+
+def _wrong_rate(folder: Path) -> tuple[Path, list[str]]:
+    return write_sine(folder / "rate48k.wav", 440.0, sr=48000), ["44100", "48000"]
+
+
+def _stereo(folder: Path) -> tuple[Path, list[str]]:
+    return write_sine(folder / "stereo.wav", 440.0, channels=2), ["1 channel", "found 2"]
+
+
+def _missing(folder: Path) -> tuple[Path, list[str]]:
+    return folder / "missing.wav", ["no such file"]
+
+
+@pytest.mark.parametrize("make", [_corrupt, _wrong_rate, _stereo, _missing])
+def test_bad_audio_raises_naming_the_file(clips, tmp_path, make):
+    bad, words = make(tmp_path)
+    with pytest.raises(AudioFormatError) as err:
+        load_wav(bad)
+    msg = str(err.value)
+    assert bad.name in msg and "expected" in msg
+    for w in words:
+        assert w in msg, msg
+    assert isinstance(err.value, ValueError)
+    # the cache builder reports the same error (rows before the bad clip are kept for a retry)
+    with pytest.raises(AudioFormatError, match=bad.name):
+        waveform_cache(clips[:3] + [bad], 16000, tmp_path / "cache", progress=False)
+    assert not [n for n in cache_files(tmp_path / "cache") if n.count(".") == 1]
+
+
+def test_changing_the_file_list_changes_the_key(clips, tmp_path):
+    key = cache_key(clips, 32000)
+    assert key == cache_key(list(clips), 32000)
+    assert key != cache_key(clips[:-1], 32000)
+    assert key != cache_key(clips[::-1], 32000)
+    assert key != cache_key(clips, 16000)
+    assert key != cache_key(clips, 32000, seconds=2.0)
+    longer = write_sine(tmp_path / clips[0].name, 440.0, seconds=1.5)  # same name, other size
+    assert key != cache_key([longer] + clips[1:], 32000)
+    # rewritten in place with the same name and size (a twin regenerated with another seed)
+    before = cache_key(clips, 32000)
+    stat = os.stat(clips[1])
+    clips[1].write_bytes(clips[1].read_bytes())
+    os.utime(clips[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert clips[1].stat().st_size == stat.st_size and before != cache_key(clips, 32000)
+    a = waveform_cache(clips, 32000, tmp_path / "c", progress=False)
+    b = waveform_cache(clips[:-1], 32000, tmp_path / "c", progress=False)
+    assert Path(a.filename).name != Path(b.filename).name
+    assert b.shape == (11, 32000)
+    assert np.array_equal(np.asarray(a[:11]), np.asarray(b))

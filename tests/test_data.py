@@ -1,0 +1,134 @@
+"""The TAU22 reader and the synthetic twin written in its layout."""
+
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asc_lib.data import DEVICES, SCENES
+from asc_lib.data.synthetic import TWIN_SIZES, make_synthetic_tau
+from asc_lib.data.tau import SPLITS, DatasetFormatError, is_tau_folder, read_meta, read_split, split_summary
+
+
+@pytest.fixture(scope="session")
+def twin(tmp_path_factory):
+    return make_synthetic_tau(tmp_path_factory.mktemp("data") / "twin", size="tiny", seed=0, progress=False)
+
+
+def _digest(folder):
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def test_twin_has_the_tau22_layout_and_formats(twin):
+    assert is_tau_folder(twin)
+    assert (twin / "meta.csv").read_text().splitlines()[0] == "filename\tscene_label\tidentifier\tsource_label"
+    for split in ("split5", "split100", "test"):
+        assert (twin / f"{split}.csv").read_text().splitlines()[0] == "filename\tscene_label"
+    meta = read_meta(twin)
+    info = sf.info(meta.path[0])
+    assert (info.samplerate, info.channels, info.subtype, info.frames) == (44100, 1, "PCM_24", 44100)
+    assert set(meta.scene) == set(SCENES) and set(meta.device) == set(DEVICES)
+    assert len(meta) == len(list((twin / "audio").glob("*.wav")))
+
+
+def test_twin_splits_are_nested_whole_recordings_and_disjoint_from_test(twin):
+    meta = read_meta(twin)
+    parts = {s: read_split(twin, s, meta) for s in (*SPLITS, "test")}
+    for small, big in zip(SPLITS, SPLITS[1:]):
+        assert set(parts[small].filename) <= set(parts[big].filename)
+    assert len(parts[5]) < len(parts[100])
+    test, train = parts["test"], parts[100]
+    assert not set(test.recording) & set(train.recording)
+    assert not set(test.identifier) & set(train.identifier)  # test locations are unseen
+    for part in parts.values():  # a 10 s recording is all in or all out: ten clips per recording and device
+        assert (part.groupby(["recording", "device"]).size() == 10).all()
+    assert {"s4", "s5", "s6"} <= set(test.device) and not {"s4", "s5", "s6"} & set(train.device)
+    for s in SPLITS:
+        assert parts[s].device.value_counts().idxmax() == "a"  # device a dominates every train split
+        assert set(parts[s][parts[s].device == "a"].scene) == set(SCENES)
+    assert test.groupby("device").size().nunique() == 1  # every device records the same test scenes
+
+
+def test_same_seed_writes_byte_identical_files(twin, tmp_path):
+    again = make_synthetic_tau(tmp_path / "again", size="tiny", seed=0, progress=False)
+    assert _digest(again) == _digest(twin)
+    other = read_meta(make_synthetic_tau(tmp_path / "other", size="tiny", seed=1, progress=False))
+    first = read_meta(twin)
+    assert not np.array_equal(sf.read(first.path[0])[0], sf.read(other.path[0])[0])
+
+
+def test_twin_is_reused_and_never_overwrites_foreign_folders(twin, tmp_path):
+    stamp = (twin / "meta.csv").stat().st_mtime_ns
+    assert make_synthetic_tau(twin, size="tiny", seed=0, progress=False) == twin
+    assert (twin / "meta.csv").stat().st_mtime_ns == stamp
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a synthetic twin"):
+        make_synthetic_tau(foreign, size="tiny", progress=False)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_pool_has_tagged_general_sounds(twin):
+    rows = (twin / "pool" / "tags.csv").read_text().splitlines()
+    assert rows[0] == "filename\ttags" and len(rows) - 1 == TWIN_SIZES["tiny"].pool_clips
+    name, tags = rows[1].split("\t")
+    assert sf.info(twin / "pool" / name).samplerate == 16000 and 1 <= len(tags.split(",")) <= 3
+
+
+def test_split_summary_counts_from_the_files(twin):
+    table = split_summary(twin)
+    assert list(table.index) == ["5 %", "10 %", "25 %", "50 %", "100 %", "test"]
+    assert table.loc["100 %", "clips"] == len(read_split(twin, 100))
+    assert table.loc["test", "n_s4"] > 0 and table.loc["100 %", "n_s4"] == 0
+
+
+@pytest.fixture
+def copy(twin, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(twin, dst, ignore=shutil.ignore_patterns("audio", "pool"))
+    (dst / "audio").mkdir()
+    return dst
+
+
+def test_split_with_a_wrong_header_names_the_file(copy):
+    (copy / "split5.csv").write_text("file,label\naudio/x.wav,bus\n")
+    with pytest.raises(DatasetFormatError, match=r"split5\.csv: expected the tab-separated header filename \| scene_label"):
+        read_split(copy, 5)
+
+
+def test_split_naming_a_clip_not_in_meta(copy):
+    with open(copy / "split10.csv", "a") as f:
+        f.write("audio/bus-lyon-9-9-0-a.wav\tbus\n")
+    with pytest.raises(DatasetFormatError, match=r"split10\.csv, line \d+: audio/bus-lyon-9-9-0-a\.wav is not in .*meta\.csv"):
+        read_split(copy, 10)
+
+
+def test_split_label_disagreeing_with_meta(copy):
+    lines = (copy / "test.csv").read_text().splitlines()
+    name, scene = lines[1].split("\t")
+    lines[1] = f"{name}\t{'park' if scene != 'park' else 'bus'}"
+    (copy / "test.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetFormatError, match="test.csv, line 2: .* is labelled"):
+        read_split(copy, "test")
+
+
+def test_meta_problems_name_file_and_line(copy):
+    lines = (copy / "meta.csv").read_text().splitlines()
+    (copy / "meta.csv").write_text("\n".join(lines[:2] + ["audio/not-a-tau-name.wav\tbus\tlyon-1\ta"]) + "\n")
+    with pytest.raises(DatasetFormatError, match=r"meta\.csv, line 3: 'audio/not-a-tau-name\.wav' is not"):
+        read_meta(copy)
+    name, scene, ident, device = lines[1].split("\t")
+    (copy / "meta.csv").write_text("\n".join([lines[0], f"{name}\t{scene}\t{ident}\tb"]) + "\n")
+    with pytest.raises(DatasetFormatError, match="disagree with the file name"):
+        read_meta(copy)
+    (copy / "meta.csv").unlink()
+    with pytest.raises(DatasetFormatError, match=r"meta\.csv: file not found"):
+        read_meta(copy)
+    with pytest.raises(ValueError, match="unknown split 7"):
+        read_split(copy, 7)
