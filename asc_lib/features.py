@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torchaudio.compliance.kaldi as kaldi
 from torch import nn
@@ -53,3 +54,16 @@ def beats_fbank(wave: torch.Tensor, sr: int = 16000) -> torch.Tensor:
     feats = [kaldi.fbank(w.unsqueeze(0) * 2**15, num_mel_bins=128, sample_frequency=16000,
                          frame_length=25, frame_shift=10) for w in wave]
     return (torch.stack(feats) - BEATS_FBANK_MEAN) / (2 * BEATS_FBANK_STD)
+
+
+def student_logmel_all(waves, n_mels: int = 256, batch: int = 256, dtype=torch.float16,
+                       progress: bool = True) -> torch.Tensor:
+    """Log-mels (N, 1, n_mels, frames) of 32 kHz ``waves`` (N, T), computed in batches, stored in
+    ``dtype`` (float16 halves the memory; training casts batches back to float32)."""
+    from tqdm import tqdm
+
+    out = []
+    for i in tqdm(range(0, len(waves), batch), desc="log-mel", unit="batch", disable=not progress):
+        chunk = torch.from_numpy(np.array(waves[i:i + batch], dtype=np.float32))
+        out.append(student_logmel(chunk, n_mels=n_mels).unsqueeze(1).to(dtype))
+    return torch.cat(out)

@@ -13,6 +13,11 @@ except ImportError:  # Colab and plain Jupyter: nothing reads glued values there
 
 
 def glue(name: str, value, display: bool = False) -> None:
-    """Record ``value`` under ``name`` for the book; hidden in the notebook unless ``display``."""
+    """Record ``value`` under ``name`` for the book; hidden in the notebook unless ``display``.
+
+    NumPy scalars are glued as plain Python numbers, so ``{glue:text}`name:.1f``` can format them.
+    """
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()
     if _glue is not None:
         _glue(name, value, display=display)

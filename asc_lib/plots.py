@@ -32,3 +32,27 @@ def confusion_matrix(matrix, labels, title: str = ""):
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.tight_layout()
     return fig
+
+
+def feature_views(fbank, logmel, title: str = ""):
+    """The same clip as BEATs sees it (128-band fbank, 10 ms frames) and as the student does."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.5), layout="constrained")
+    fbank, logmel = np.asarray(fbank), np.asarray(logmel)
+    a.imshow(fbank.T, origin="lower", aspect="auto", cmap="magma", extent=(0, fbank.shape[0] * 0.01, 0, fbank.shape[1]))
+    a.set(title=f"BEATs fbank: 16 kHz, {fbank.shape[1]} mels, {fbank.shape[0]} frames", xlabel="time (s)", ylabel="mel bin")
+    b.imshow(logmel, origin="lower", aspect="auto", cmap="magma", extent=(0, logmel.shape[1] * 500 / 32000, 0, logmel.shape[0]))
+    b.set(title=f"student log-mel: 32 kHz, {logmel.shape[0]} mels, {logmel.shape[1]} frames", xlabel="time (s)")
+    fig.suptitle(title)
+    return fig
+
+
+def device_responses(freqs, curves: dict, title: str = "Devices relative to device a"):
+    """Measured average spectrum of each device minus device a's (dB) against frequency."""
+    fig, ax = plt.subplots(figsize=(9, 4), layout="constrained")
+    for i, (device, db) in enumerate(curves.items()):
+        ax.plot(freqs[1:], db[1:], label=device, lw=1.5 if device in ("a", "b", "c") else 1,
+                ls="-" if device not in ("s4", "s5", "s6") else "--", color=plt.cm.tab10(i))
+    ax.set(xscale="log", xlabel="frequency (Hz)", ylabel="dB relative to device a", title=title)
+    ax.legend(ncol=3, title="device (dashed: unseen in training)")
+    ax.grid(alpha=0.3)
+    return fig

@@ -22,11 +22,25 @@ class TourSettings:
 
 
 @dataclass(frozen=True)
+class DataSettings:
+    """The data chapter: which twin to generate, and the from-scratch difficulty check."""
+
+    twin_size: str  # synthetic twin used when data_root is empty (see data.synthetic.TWIN_SIZES)
+    n_mels: int  # student log-mel bands for the check
+    check_splits: tuple[int, ...]  # train splits the check trains on
+    check_epochs: int
+    check_min_steps: int  # small splits train for at least this many optimiser steps
+    check_batch_size: int
+    check_lr: float
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     device: str  # "cpu", "cuda" or "auto"
     threads: int | None  # torch threads; fixed in ci so reductions, hence numbers, repeat
     tour: TourSettings
+    data: DataSettings
 
 
 PROFILES = {
@@ -36,6 +50,8 @@ PROFILES = {
         threads=2,
         tour=TourSettings(clips_per_scene=40, devices=("a", "b", "c"), epochs=30, batch_size=16,
                           lr=3e-3, n_mels=256),
+        data=DataSettings(twin_size="ci", n_mels=128, check_splits=(5, 100), check_epochs=15,
+                          check_min_steps=600, check_batch_size=32, check_lr=3e-3),
     ),
     "full": Profile(
         name="full",
@@ -43,6 +59,8 @@ PROFILES = {
         threads=None,
         tour=TourSettings(clips_per_scene=200, devices=("a", "b", "c", "s1", "s2", "s3"), epochs=30,
                           batch_size=64, lr=3e-3, n_mels=256),
+        data=DataSettings(twin_size="ci", n_mels=256, check_splits=(5, 10, 25, 50, 100), check_epochs=30,
+                          check_min_steps=3000, check_batch_size=256, check_lr=3e-3),
     ),
 }
 

@@ -27,7 +27,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batc
         total, correct, loss_sum = 0, 0, 0.0
         for i in range(0, len(x), batch_size):
             idx = order[i:i + batch_size]
-            xb, yb = x[idx].to(device), y[idx].to(device)
+            xb, yb = x[idx].to(device).float(), y[idx].to(device)
             logits = model(xb)
             loss = nn.functional.cross_entropy(logits, yb)
             opt.zero_grad()
@@ -48,5 +48,5 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batc
 def predict(model: nn.Module, x: torch.Tensor, *, device: torch.device, batch_size: int = 256) -> np.ndarray:
     """Predicted class of each example (eval mode)."""
     model.to(device).eval()
-    out = [model(x[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
+    out = [model(x[i:i + batch_size].to(device).float()).argmax(1).cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(out).numpy()

@@ -127,3 +127,15 @@ def test_training_repeats_exactly_with_the_same_seed():
     assert h1 == h2 and np.array_equal(p1, p2)
     assert h1 != h3
     assert len(h1) == 3 and h1[-1]["loss"] < h1[0]["loss"]
+
+
+def test_glue_records_numpy_scalars_as_python_numbers(monkeypatch):
+    from asc_lib import glue as shim
+
+    seen = {}
+    monkeypatch.setattr(shim, "_glue", lambda name, value, display: seen.update({name: value}))
+    shim.glue("acc", np.float64(72.5))
+    shim.glue("n", np.int64(3))
+    shim.glue("label", "ok")
+    assert seen == {"acc": 72.5, "n": 3, "label": "ok"}
+    assert type(seen["acc"]) is float and type(seen["n"]) is int

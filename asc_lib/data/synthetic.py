@@ -261,6 +261,23 @@ def tour_clips(clips_per_scene: int, devices, sr: int = 32000, seed: int = 0):
     return np.stack(waves), np.array(scenes), np.array(devs)
 
 
+def impulse_responses(n: int = 8, sr: int = 32000, seed: int = 0) -> list[np.ndarray]:
+    """Stand-ins for measured microphone impulse responses (MicIRP), for DIR on the twin: short
+    decaying noise bursts (5-40 ms) shaped by random resonances, unit energy, float32."""
+    irs = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, 5, i])
+        length = int(rng.uniform(0.005, 0.04) * sr)
+        ir = rng.standard_normal(length) * np.exp(-np.arange(length) / (rng.uniform(0.1, 0.4) * length))
+        ir[0] += 3.0  # the direct path
+        spec = np.fft.rfft(ir)
+        f = np.fft.rfftfreq(length, 1 / sr)
+        spec *= 1 + rng.uniform(0.3, 1.5) * np.exp(-(((f - rng.uniform(500, 6000)) / 800) ** 2))
+        ir = np.fft.irfft(spec, length)
+        irs.append((ir / np.sqrt(np.sum(ir**2))).astype(np.float32))
+    return irs
+
+
 # ---------------------------------------------------------------------------------------------
 # The twin on disk
 
@@ -277,7 +294,7 @@ class TwinSize:
 
 
 TWIN_SIZES = {
-    "ci": TwinSize(a_per_scene=30, other_per_scene=2, test_per_scene=4, segments_per_location=3, pool_clips=3000),
+    "ci": TwinSize(a_per_scene=24, other_per_scene=2, test_per_scene=3, segments_per_location=3, pool_clips=3000),
     "tiny": TwinSize(a_per_scene=2, other_per_scene=1, test_per_scene=1, segments_per_location=2, pool_clips=8),
 }
 SR = 44100

@@ -1,0 +1,63 @@
+"""The dataset a chapter works on: a TAU22 folder (``data_root``) or the synthetic twin, and its
+waveforms at the teachers' and the student's sample rates (decoded once, cached)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..paths import artifacts_dir
+from ..profiles import Profile
+from . import DEVICES, SCENES
+from .cache import waveform_cache
+from .synthetic import make_synthetic_tau
+from .tau import DatasetFormatError, is_tau_folder
+
+
+def prepare(data_root: str, profile: Profile, seed: int = 0) -> Path:
+    """``data_root`` when given (checked to be a TAU22 folder), else the profile's synthetic twin,
+    generated once under ``artifacts/<profile>/`` and reused."""
+    if data_root:
+        root = Path(data_root).expanduser()
+        if not is_tau_folder(root):
+            raise DatasetFormatError(
+                f"{root} is not a TAU22 folder: expected meta.csv, audio/, split5.csv ... split100.csv and "
+                "test.csv there (asc_lib.data.download.fetch_tau22 downloads and arranges them)")
+        return root
+    size = profile.data.twin_size
+    return make_synthetic_tau(artifacts_dir(profile.name) / f"tau22-twin-{size}-seed{seed}", size=size, seed=seed)
+
+
+def waves(meta: pd.DataFrame, sr: int, profile: Profile) -> np.ndarray:
+    """Every clip of ``meta`` at ``sr`` (rows in ``meta``'s order), from the on-disk cache."""
+    return waveform_cache([Path(p) for p in meta.path], sr, artifacts_dir(profile.name) / "waves")
+
+
+def rows(meta: pd.DataFrame, part: pd.DataFrame) -> np.ndarray:
+    """Positions in ``meta`` of the clips of ``part`` (a split read with ``read_split``)."""
+    return pd.Series(np.arange(len(meta)), index=meta.filename)[part.filename].to_numpy(copy=True)
+
+
+def labels(part: pd.DataFrame) -> np.ndarray:
+    """Scene indices (baseline order) of the clips of ``part``."""
+    return part.scene.map(SCENES.index).to_numpy()
+
+
+def device_ids(part: pd.DataFrame) -> np.ndarray:
+    return part.device.map(DEVICES.index).to_numpy()
+
+
+def device_responses(waves: np.ndarray, part: pd.DataFrame, sr: int, n_fft: int = 1024):
+    """Each device's average log-power spectrum relative to device a's, in dB, measured on ``part``
+    (clips recorded by every device in parallel, as in the test split). Returns ``(freqs, {device: dB})``."""
+    window = np.hanning(n_fft)
+    spectra = {}
+    for device, group in part.groupby("device"):
+        x = np.asarray(waves[group.index.to_numpy()])  # (clips, T)
+        frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=1)[:, ::n_fft // 2]  # (clips, F, n_fft)
+        power = np.mean(np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2, axis=(0, 1))
+        spectra[device] = 10 * np.log10(power + 1e-12)
+    freqs = np.fft.rfftfreq(n_fft, 1 / sr)
+    return freqs, {d: spectra[d] - spectra["a"] for d in DEVICES if d in spectra}

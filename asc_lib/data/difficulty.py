@@ -1,0 +1,59 @@
+"""Is the dataset a real problem? A small CNN trained from scratch on a few splits, evaluated the way
+the challenge does (macro accuracy, per device), with the criteria the twin must meet."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..metrics import confusion, group_accuracy, macro_accuracy
+from ..models.tiny import TinyCNN
+from ..profiles import DataSettings
+from ..repro import seed_everything
+from ..train import fit, predict
+from . import DEVICES, SCENES
+from .dataset import labels, rows
+from .tau import read_split
+
+UNSEEN = ("s4", "s5", "s6")
+
+
+def scratch_check(root, meta: pd.DataFrame, feats: torch.Tensor, settings: DataSettings, device: torch.device,
+                  seed: int = 0, threads: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Train a TinyCNN per split in ``settings.check_splits`` on ``feats`` (log-mels of every clip of
+    ``meta``); returns one row per split (macro and device-wise accuracy, %) and the confusion matrix
+    of the largest split's model on the test split."""
+    test = read_split(root, "test", meta)
+    x_test, y_test = feats[rows(meta, test)], labels(test)
+    results, matrix = [], None
+    for split in settings.check_splits:
+        part = read_split(root, split, meta)
+        x, y = feats[rows(meta, part)], torch.from_numpy(labels(part))
+        steps_per_epoch = math.ceil(len(x) / settings.check_batch_size)
+        epochs = max(settings.check_epochs, math.ceil(settings.check_min_steps / steps_per_epoch))
+        generator = seed_everything(seed, threads=threads)
+        model = TinyCNN(n_classes=len(SCENES))
+        fit(model, x, y, epochs=epochs, batch_size=settings.check_batch_size, lr=settings.check_lr,
+            device=device, generator=generator)
+        pred = predict(model, x_test, device=device)
+        per_device = group_accuracy(y_test, pred, test.device.to_numpy(), len(SCENES))
+        results.append({"split": f"{split} %", "train clips": len(x), "epochs": epochs,
+                        "macro": 100 * macro_accuracy(y_test, pred, len(SCENES)),
+                        **{d: 100 * per_device[d] for d in DEVICES if d in per_device}})
+        matrix = confusion(y_test, pred, len(SCENES))  # the last split is the largest
+    return pd.DataFrame(results).set_index("split"), matrix
+
+
+def criteria(table: pd.DataFrame) -> list[tuple[str, bool]]:
+    """The twin's difficulty criteria, each with whether ``table`` (from :func:`scratch_check`) meets it."""
+    full, small = table.loc["100 %"], table.loc["5 %"]
+    unseen = np.mean([full[d] for d in UNSEEN])
+    return [
+        (f"100 % split: {full.macro:.1f} % macro accuracy, between 55 and 85", 55 <= full.macro <= 85),
+        (f"5 % split: {small.macro:.1f} %, at least 10 points below 100 % ({full.macro - small.macro:.1f})",
+         full.macro - small.macro >= 10),
+        (f"unseen devices s4-s6: {unseen:.1f} %, below device a ({full['a']:.1f} %)", unseen < full["a"]),
+    ]
