@@ -3,15 +3,21 @@
 import re
 
 import nbformat
+import pytest
 import yaml
 
 from asc_lib import book
 from conftest import ROOT
 
 
-def test_book_builds_without_warnings(tmp_path):
-    assert book.build(ROOT, output=tmp_path) == 0
-    html = tmp_path / "_build" / "html"
+@pytest.fixture(scope="module")
+def html(tmp_path_factory):
+    out = tmp_path_factory.mktemp("book")
+    assert book.build(ROOT, output=out) == 0, "jupyter-book build -W -n reported warnings or errors"
+    return out / "_build" / "html"
+
+
+def test_book_builds_without_warnings(html):
     assert (html / "index.html").exists()
     tour = (html / "book" / "01_quick_tour.html").read_text()
     repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].removeprefix("https://github.com/")
@@ -26,3 +32,16 @@ def test_book_builds_without_warnings(tmp_path):
     intro = (html / "book" / "intro.html").read_text()
     assert "Cai <em>et al.</em>, 2024" in intro
     assert "leveraging self-supervised audio representations" in (html / "book" / "references.html").read_text().lower()
+
+
+def test_data_chapter_glues_its_check_into_the_prose(html):
+    page = (html / "book" / "02_data.html").read_text()
+    nb = nbformat.read(ROOT / "book" / "02_data.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    acc100 = re.search(r"100 % split: ([\d.]+) % macro accuracy", printed)[1]
+    assert f'from scratch reaches <span class="pasted-text">{acc100}</span> % on the 100 % split' in page
+    assert page.count("<audio") == 19  # one clip per scene, one recording through nine devices
+    met = sum(line.startswith("[ok]") for line in printed.splitlines())
+    assert f'<span class="pasted-text">{met} of 3</span> criteria' in page
+    csv = (ROOT / "book" / "results" / "data.csv").read_text().splitlines()
+    assert csv[0].startswith("split,dataset,clips") and len(csv) == 7
