@@ -67,3 +67,10 @@ def student_logmel_all(waves, n_mels: int = 256, batch: int = 256, dtype=torch.f
         chunk = torch.from_numpy(np.array(waves[i:i + batch], dtype=np.float32))
         out.append(student_logmel(chunk, n_mels=n_mels).unsqueeze(1).to(dtype))
     return torch.cat(out)
+
+
+class BeatsFbank(nn.Module):
+    """Module form of :func:`beats_fbank`: (B, T) at 16 kHz -> (B, frames, 128)."""
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return beats_fbank(wave)

@@ -139,3 +139,14 @@ def test_glue_records_numpy_scalars_as_python_numbers(monkeypatch):
     shim.glue("label", "ok")
     assert seen == {"acc": 72.5, "n": 3, "label": "ok"}
     assert type(seen["acc"]) is float and type(seen["n"]) is int
+
+
+def test_beats_fbank_matches_kaldi_with_the_official_constants():
+    import torchaudio.compliance.kaldi as kaldi
+
+    from asc_lib.features import BEATS_FBANK_MEAN, BEATS_FBANK_STD, BeatsFbank
+
+    wave = torch.from_numpy(np.stack([scene_clip("tram", "a", seed=3, sr=16000)]))
+    direct = kaldi.fbank(wave * 2**15, num_mel_bins=128, sample_frequency=16000, frame_length=25, frame_shift=10)
+    expected = (direct - BEATS_FBANK_MEAN) / (2 * BEATS_FBANK_STD)
+    assert torch.allclose(BeatsFbank()(wave)[0], expected, atol=1e-5)
