@@ -43,11 +43,14 @@ def test_devices_differ_and_a_is_the_flattest():
     assert not np.allclose(device_response("b", sr, n)[0], device_response("c", sr, n)[0])
 
 
-def test_tour_clips_cover_every_scene_and_device():
-    waves, scenes, devices = tour_clips(4, ("a", "b"), sr=8000, seed=1)
-    assert waves.shape == (40, 8000)
-    assert np.bincount(scenes).tolist() == [4] * 10
-    assert set(devices.tolist()) == {0, 1}
+def test_tour_clips_cover_every_scene_and_device_in_both_halves():
+    for devices in (("a", "b"), ("a", "b", "c", "s1", "s2", "s3")):
+        waves, scenes, device_idx, is_train = tour_clips(2 * len(devices), devices, sr=8000, seed=1)
+        assert waves.shape == (20 * len(devices), 8000)
+        assert np.bincount(scenes).tolist() == [2 * len(devices)] * 10
+        for half in (is_train, ~is_train):
+            assert set(device_idx[half].tolist()) == set(range(len(devices)))
+            assert np.bincount(scenes[half]).tolist() == [len(devices)] * 10
 
 
 def test_student_logmel_shape_and_normalisation():

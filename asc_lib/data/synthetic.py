@@ -248,17 +248,19 @@ def scene_clip(scene: str, device: str, seed, sr: int = 32000, seconds: float = 
 def tour_clips(clips_per_scene: int, devices, sr: int = 32000, seed: int = 0):
     """A small labelled set for the Quick tour.
 
-    Returns ``(waves (N, sr) float32, scene index (N,), device index (N,))``; clips cycle through
-    ``devices``.
+    Returns ``(waves (N, sr) float32, scene index (N,), device index (N,), is_train (N,) bool)``. Clips
+    cycle through ``devices``; whole rounds of devices go alternately to train and test, so both halves
+    hold every device, whatever their number.
     """
-    waves, scenes, devs = [], [], []
+    waves, scenes, devs, train = [], [], [], []
     for s, scene in enumerate(SCENES):
         for i in range(clips_per_scene):
             device = devices[i % len(devices)]
             waves.append(scene_clip(scene, device, seed=[seed, s, i], sr=sr))
             scenes.append(s)
             devs.append(DEVICES.index(device))
-    return np.stack(waves), np.array(scenes), np.array(devs)
+            train.append((i // len(devices)) % 2 == 0)
+    return np.stack(waves), np.array(scenes), np.array(devs), np.array(train)
 
 
 def impulse_responses(n: int = 8, sr: int = 32000, seed: int = 0) -> list[np.ndarray]:
