@@ -1,8 +1,9 @@
-"""pytest set-up shared by the tests; nbval compares only what is stable from run to run."""
+"""pytest set-up for tests/ and for nbval over book/ (a conftest here, at the root, applies to both);
+nbval compares only what is stable from run to run."""
 
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent
 
 
 def pytest_collectstart(collector):
