@@ -54,18 +54,22 @@ def test_twin_splits_are_nested_whole_recordings_and_disjoint_from_test(twin):
     assert test.groupby("device").size().nunique() == 1  # every device records the same test scenes
 
 
-def test_same_seed_writes_byte_identical_files(twin, tmp_path):
+def test_same_seed_writes_byte_identical_files(twin, tmp_path, capsys):
     again = make_synthetic_tau(tmp_path / "again", size="tiny", seed=0, progress=False)
     assert _digest(again) == _digest(twin)
+    out, err = capsys.readouterr()
+    assert out == "" and "1600 clips" in err
     other = read_meta(make_synthetic_tau(tmp_path / "other", size="tiny", seed=1, progress=False))
     first = read_meta(twin)
     assert not np.array_equal(sf.read(first.path[0])[0], sf.read(other.path[0])[0])
 
 
-def test_twin_is_reused_and_never_overwrites_foreign_folders(twin, tmp_path):
+def test_twin_is_reused_and_never_overwrites_foreign_folders(twin, tmp_path, capsys):
     stamp = (twin / "meta.csv").stat().st_mtime_ns
     assert make_synthetic_tau(twin, size="tiny", seed=0, progress=False) == twin
     assert (twin / "meta.csv").stat().st_mtime_ns == stamp
+    out, err = capsys.readouterr()
+    assert out == "" and "reusing" in err  # cached or fresh, a chapter's printed results stay the same
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -380,6 +381,8 @@ def make_synthetic_tau(root: Path, size: str = "ci", seed: int = 0, workers: int
     manifest = {"twin_version": TWIN_VERSION, "size": size, **asdict(TWIN_SIZES[size]), "seed": seed}
     if (root / "twin.json").is_file():
         if json.loads((root / "twin.json").read_text()) == manifest:
+            # messages about cached work go to stderr: a fresh and a cached run print the same stdout
+            print(f"synthetic TAU22 twin: reusing {root}", file=sys.stderr)
             return root
         shutil.rmtree(root)  # an older twin or another seed: rebuild
     elif root.exists() and any(root.iterdir()):
@@ -403,7 +406,7 @@ def make_synthetic_tau(root: Path, size: str = "ci", seed: int = 0, workers: int
     os.replace(tmp, root)
     n_test = sum(len(r["devices"]) for r in plan if r["test"]) * 10
     print(f"synthetic TAU22 twin '{size}' (seed {seed}) at {root}: {len(meta)} clips "
-          f"({len(meta) - n_test} train, {n_test} test), pool of {TWIN_SIZES[size].pool_clips} clips")
+          f"({len(meta) - n_test} train, {n_test} test), pool of {TWIN_SIZES[size].pool_clips} clips", file=sys.stderr)
     return root
 
 
