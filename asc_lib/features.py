@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torchaudio.compliance.kaldi as kaldi
 from torch import nn
+from tqdm import tqdm
 
 BEATS_FBANK_MEAN = 15.41663
 BEATS_FBANK_STD = 6.55582
@@ -60,8 +61,6 @@ def student_logmel_all(waves, n_mels: int = 256, batch: int = 256, dtype=torch.f
                        progress: bool = True) -> torch.Tensor:
     """Log-mels (N, 1, n_mels, frames) of 32 kHz ``waves`` (N, T), computed in batches, stored in
     ``dtype`` (float16 halves the memory; training casts batches back to float32)."""
-    from tqdm import tqdm
-
     out = []
     for i in tqdm(range(0, len(waves), batch), desc="log-mel", unit="batch", disable=not progress):
         chunk = torch.from_numpy(np.array(waves[i:i + batch], dtype=np.float32))
