@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import socket
 import tarfile
 import threading
@@ -355,3 +356,20 @@ def test_fetch_files_quotes_names(server, tmp_path):
     assert paths == [tmp_path / "irs" / name for name in names]
     assert [p.read_bytes() for p in paths] == [b"\x00" * 100, b"\x01" * 100]
     assert server.paths() == [f"/dirs/{name}" for name in names]
+
+
+def test_beats_checkpoint_is_checked_in_place_or_fetched(tmp_path, monkeypatch, server):
+    blob = os.urandom(3000)
+    monkeypatch.setitem(dl.BEATS_CHECKPOINTS, "tiny.pt", {"size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()})
+    with pytest.raises(dl.DownloadError, match=r"tiny\.pt not found\. Download tiny\.pt by hand from the links in"):
+        dl.fetch_beats_checkpoint("tiny.pt", tmp_path)
+    (tmp_path / "tiny.pt").write_bytes(blob[:-1] + b"x")  # right size, wrong bytes
+    with pytest.raises(dl.DownloadError, match="is not the official tiny.pt: .*sha256"):
+        dl.fetch_beats_checkpoint("tiny.pt", tmp_path)
+    (tmp_path / "tiny.pt").unlink()
+    server.files["/BEATs/tiny.pt"] = blob
+    got = dl.fetch_beats_checkpoint("tiny.pt", tmp_path, url=server.url + "/BEATs/tiny.pt", progress=False)
+    assert got.read_bytes() == blob
+    assert dl.fetch_beats_checkpoint("tiny.pt", tmp_path) == got  # now found in place, no URL needed
+    with pytest.raises(ValueError, match="unknown BEATs checkpoint"):
+        dl.fetch_beats_checkpoint("BEATs_iter9.pt", tmp_path)

@@ -426,3 +426,34 @@ def fetch_micirp(dest: Path, *, base_url: str = MICIRP_URL, names: tuple[str, ..
     """
     kw.setdefault("manual", MICIRP_PAGE)
     return fetch_files(base_url, list(names), dest, **kw)
+
+
+# ------------------------------------------------------------------------------- BEATs checkpoints
+
+# The official BEATs checkpoints (microsoft/unilm, beats/README.md): their hosting has moved several
+# times (an Azure blob with expiring tokens, then OneDrive), so no address is built in. A file already in
+# the folder is checked and used; otherwise pass the link the README gives today.
+BEATS_README = "https://github.com/microsoft/unilm/tree/master/beats"
+BEATS_CHECKPOINTS = {
+    "BEATs_iter3_plus_AS2M.pt": {"size": 361_499_833, "sha256": None},
+    "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt": {
+        "size": 363_145_291, "sha256": "e5815275a04b6885e7b8af63d120b29bffae2cd2225cf4915e1ec6d819d3022c"},
+}
+
+
+def fetch_beats_checkpoint(name: str, folder: Path, url: str | None = None, **kw) -> Path:
+    """The official checkpoint ``name`` in ``folder``: checked (size, SHA-256 where known) when it is
+    there, else downloaded from ``url`` (resumable). Without a ``url`` and without the file, the error
+    says where to get it by hand and where to put it."""
+    if name not in BEATS_CHECKPOINTS:
+        raise ValueError(f"unknown BEATs checkpoint {name!r}: expected one of {sorted(BEATS_CHECKPOINTS)}")
+    dest, facts = Path(folder) / name, BEATS_CHECKPOINTS[name]
+    if url is None:
+        if not dest.is_file():
+            raise DownloadError(f"{dest} not found. Download {name} by hand from the links in {BEATS_README} "
+                                f"and save it as {dest.resolve()}, or pass url=<the current link>.")
+        problem = _problem(dest, facts["size"], None, facts["sha256"])
+        if problem:
+            raise DownloadError(f"{dest} is not the official {name}: {problem}. Delete it and download it again.")
+        return dest
+    return download(url, dest, size=facts["size"], sha256=facts["sha256"], manual=BEATS_README, **kw)

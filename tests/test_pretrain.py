@@ -1,0 +1,269 @@
+"""Tests of asc_lib.pretrain: small-scale BEATs pre-training (masked patches, random-projection
+tokenizer) and the supervised tagging stage, saved in the official checkpoint format."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from asc_lib.data.cache import waveform_cache
+from asc_lib.data.synthetic import POOL_SOURCES, make_sound_pool
+from asc_lib.models.beats import BEATs, load_beats_checkpoint, save_beats_checkpoint
+from asc_lib.pretrain import (MaskedPatchModel, RandomProjectionTokenizer, n_visible, pool_fbank, pretrain,
+                              read_pool, small_config, tag_finetune, tokenize_all)
+from asc_lib.repro import seed_everything
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_cfg(**kw):
+    """A very small encoder (2 layers of 64) so that tests run in seconds."""
+    d = dict(encoder_layers=2, encoder_embed_dim=64, encoder_ffn_embed_dim=128, encoder_attention_heads=2,
+             embed_dim=64)
+    d.update(kw)
+    return small_config(**d)
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """48 clips of the synthetic sound pool: (root, files, tag names, targets, waves (N, 16000), fbank)."""
+    root = make_sound_pool(tmp_path_factory.mktemp("pool") / "pool", 48, seed=0)
+    files, names, targets = read_pool(root)
+    waves = waveform_cache(files, 16000, root / "cache", source_sr=16000, progress=False)
+    return root, files, names, targets, np.array(waves), pool_fbank(waves, progress=False)
+
+
+# ------------------------------------------------------------------------------------- config
+
+def test_small_config_validates_and_keeps_released_patching():
+    cfg = small_config()
+    cfg.validate()
+    assert (cfg.input_patch_size, cfg.relative_position_embedding, cfg.deep_norm, cfg.gru_rel_pos) == (16, True, True, True)
+    assert cfg.encoder_embed_dim % cfg.encoder_attention_heads == 0
+    assert cfg.encoder_embed_dim % cfg.conv_pos_groups == 0
+    assert small_config(encoder_layers=2).encoder_layers == 2
+    with pytest.raises(ValueError, match="divisible"):
+        small_config(encoder_attention_heads=5)
+
+
+# ---------------------------------------------------------------------------------- tokenizer
+
+def test_tokenizer_deterministic_from_seed_and_in_range():
+    fb = torch.randn(3, 98, 128)
+    a, b, c = RandomProjectionTokenizer(seed=1), RandomProjectionTokenizer(seed=1), RandomProjectionTokenizer(seed=2)
+    assert list(a.parameters()) == []  # frozen: buffers only
+    assert torch.equal(a.proj, b.proj) and torch.equal(a.codebook, b.codebook)
+    assert not torch.equal(a.proj, c.proj)
+    la = a(fb)
+    assert la.shape == (3, 6 * 8) and la.dtype == torch.long
+    assert torch.equal(la, b(fb))
+    assert not torch.equal(la, c(fb))
+    assert la.min() >= 0 and la.max() < a.codes
+    small = RandomProjectionTokenizer(codes=7, seed=0)
+    assert small(fb).max() < 7
+    assert len(la.unique()) > 20  # random patches spread over many codes
+
+
+def test_tokenizer_same_patch_same_label():
+    tok = RandomProjectionTokenizer(seed=0)
+    fb = torch.randn(2, 96, 128)
+    patch = fb[0, 16:32, 48:64].clone()  # token (t=1, f=3) of clip 0
+    fb[1, 64:80, 0:16] = patch  # token (t=4, f=0) of clip 1
+    fb[0, 80:96, 112:128] = 3.0 * patch + 1.0  # same shape, other level and scale (token t=5, f=7)
+    lab = tok(fb)
+    assert lab[0, 1 * 8 + 3] == lab[1, 4 * 8 + 0] == lab[0, 5 * 8 + 7]
+
+
+def test_tokenizer_patch_order_matches_model_patch_embedding():
+    """With an identity patch embedding (embed_dim 256), the model's tokens are the raw patches."""
+    model = BEATs(tiny_cfg(embed_dim=256))
+    with torch.no_grad():
+        model.patch_embedding.weight.copy_(torch.eye(256).view(256, 1, 16, 16))
+    fb = torch.randn(2, 98, 128)  # 98 frames: the last 2 are dropped by the conv
+    tokens = model.patch_embedding(fb.unsqueeze(1)).flatten(2).transpose(1, 2)  # (B, T, 256)
+    patches = RandomProjectionTokenizer().patches(fb)
+    assert patches.shape == tokens.shape == (2, 48, 256)
+    torch.testing.assert_close(patches, tokens, rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ masked model
+
+def test_mask_counts_and_encoder_sees_only_visible_tokens():
+    model = MaskedPatchModel(BEATs(tiny_cfg()), RandomProjectionTokenizer(codes=32)).eval()
+    seen = []
+    model.beats.encoder.register_forward_hook(lambda mod, inp, out: seen.append(tuple(inp[0].shape)))
+    fb = torch.randn(5, 96, 128)
+    for ratio in (0.75, 0.5):
+        g = torch.Generator().manual_seed(0)
+        mask = MaskedPatchModel.sample_mask(5, 48, ratio, g)
+        assert (mask.sum(1) == 48 - round(48 * (1 - ratio))).all()
+        model(fb, torch.Generator().manual_seed(0), mask_ratio=ratio)
+        assert seen[-1] == (5, round(48 * (1 - ratio)), 64)
+    assert n_visible(48, 0.75) == 12
+    m1 = MaskedPatchModel.sample_mask(4, 48, 0.75, torch.Generator().manual_seed(3))
+    m2 = MaskedPatchModel.sample_mask(4, 48, 0.75, torch.Generator().manual_seed(3))
+    assert torch.equal(m1, m2) and not torch.equal(m1[0], m1[1])  # per clip, from the generator
+
+
+def test_only_masked_positions_enter_the_loss():
+    torch.manual_seed(0)
+    model = MaskedPatchModel(BEATs(tiny_cfg()), RandomProjectionTokenizer(codes=32)).eval()
+    fb = torch.randn(2, 96, 128)
+    labels = torch.randint(0, 32, (2, 48))
+    mask = MaskedPatchModel.sample_mask(2, 48, 0.75, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        base = model(fb, labels=labels, mask=mask)[0]
+        vis = (~mask[0]).nonzero()[0, 0]
+        changed = labels.clone()
+        changed[0, vis] = (labels[0, vis] + 1) % 32  # another target at a visible patch
+        assert torch.equal(model(fb, labels=changed, mask=mask)[0], base)
+        masked = mask[0].nonzero()[0, 0]
+        changed = labels.clone()
+        changed[0, masked] = (labels[0, masked] + 1) % 32  # another target at a masked patch
+        assert not torch.equal(model(fb, labels=changed, mask=mask)[0], base)
+        # the content of a masked patch does not reach the predictor (only its label does)
+        fb2 = fb.clone()
+        t, f = divmod(int(masked), 8)
+        fb2[0, 16 * t:16 * t + 16, 16 * f:16 * f + 16] += 5.0
+        torch.testing.assert_close(model(fb2, labels=labels, mask=mask)[0], base)
+
+
+def test_pretraining_learns_beyond_frequent_code_and_is_deterministic(pool, tmp_path):
+    fb = pool[5]
+    g = seed_everything(0, 2)
+    model = MaskedPatchModel(BEATs(tiny_cfg()), RandomProjectionTokenizer(seed=0))
+    lines = []
+    hist = pretrain(model, fb, epochs=60, batch_size=16, lr=2e-3, generator=g, log=lines.append,
+                    progress=False)  # 180 steps
+    assert len(hist) == 60 and len(lines) == 61 and "chance" in lines[-1]
+    chance = hist[0]["chance"]
+    labels = tokenize_all(model.tokenizer, fb)
+    assert chance == pytest.approx(torch.bincount(labels.flatten()).max().item() / labels.numel())
+    first = np.mean([h["loss"] for h in hist[:3]])
+    last = np.mean([h["loss"] for h in hist[-3:]])
+    acc = np.mean([h["acc"] for h in hist[-3:]])
+    assert last < first - 0.5, (first, last)
+    assert acc > chance + 0.05, (acc, chance)
+
+    # deterministic: same seed, same threads -> the same history and weights
+    def short(seed):
+        g = seed_everything(seed, 2)
+        m = MaskedPatchModel(BEATs(tiny_cfg()), RandomProjectionTokenizer(seed=0))
+        return pretrain(m, fb[:24], epochs=2, batch_size=8, lr=1e-3, generator=g, log=None,
+                        progress=False), m
+    (h1, m1), (h2, m2), (h3, _) = short(1), short(1), short(2)
+    assert [(h["loss"], h["acc"]) for h in h1] == [(h["loss"], h["acc"]) for h in h2]
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    assert [h["loss"] for h in h1] != [h["loss"] for h in h3]
+
+    # the encoder, saved in the official format, round-trips
+    path = save_beats_checkpoint(model.beats, tmp_path / "ssl.pt")
+    ckpt = torch.load(path, weights_only=True)
+    assert set(ckpt) == {"cfg", "model"} and ckpt["cfg"]["finetuned_model"] is False
+    loaded = load_beats_checkpoint(path)
+    model.beats.eval()
+    wave = torch.from_numpy(pool[4][:3])
+    with torch.no_grad():
+        a, _ = model.beats.extract_features(wave)
+        b, _ = loaded.extract_features(wave)
+    assert a.shape == (3, 48, 64)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------- SL stage
+
+def test_tag_finetune_learns_tags_and_saves_a_finetuned_checkpoint(pool, tmp_path):
+    root, files, names, targets, waves, fb = pool
+    g = seed_everything(0, 2)
+    beats = BEATs(tiny_cfg())
+    copy = tag_finetune(beats, fb, targets, epochs=0, batch_size=16, lr=1e-3, generator=g, tag_names=names,
+                        log=None, progress=False)
+    src = beats.state_dict()
+    assert all(torch.equal(v, src[k]) for k, v in copy.state_dict().items() if not k.startswith("predictor."))
+
+    hist = []
+    model = tag_finetune(beats, fb, targets, epochs=25, batch_size=16, lr=2e-3, generator=g, tag_names=names,
+                         history=hist, log=None, progress=False)
+    assert hist[-1]["loss"] < 0.8 * hist[0]["loss"], hist
+    prior = targets.mean(0).clamp(1e-6, 1 - 1e-6)  # predicting each tag's frequency: the no-audio baseline
+    base_rate = (-(prior * prior.log() + (1 - prior) * (1 - prior).log())).mean().item()
+    assert hist[-1]["loss"] < base_rate - 0.05, (hist[-1], base_rate)  # learned from the audio
+    K = len(names)
+    assert model.cfg.finetuned_model is True and model.cfg.predictor_class == K
+    assert model.predictor.weight.shape == (K, 64)
+    path = save_beats_checkpoint(model, tmp_path / "ssl_sl.pt")
+    loaded = load_beats_checkpoint(path)
+    assert loaded.label_dict == {i: n for i, n in enumerate(names)}
+    assert torch.load(path, weights_only=True)["cfg"]["predictor_class"] == K
+    with torch.no_grad():
+        probs, _ = loaded.extract_features(torch.from_numpy(waves[:4]))
+        ref, _ = model.extract_features(torch.from_numpy(waves[:4]))
+    assert probs.shape == (4, K) and probs.min() >= 0 and probs.max() <= 1
+    torch.testing.assert_close(probs, ref, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="tag names"):
+        tag_finetune(beats, fb, targets, epochs=0, batch_size=8, lr=1e-3, generator=g, tag_names=names[:-1])
+
+
+# -------------------------------------------------------------------------------------- pool
+
+def test_read_pool(pool, tmp_path):
+    root, files, names, targets, _, fb = pool
+    assert len(files) == 48 and all(f.is_file() and f.is_absolute() for f in files)
+    assert set(names) <= set(POOL_SOURCES) and names == sorted(names)
+    assert targets.shape == (48, len(names)) and set(targets.unique().tolist()) <= {0.0, 1.0}
+    assert ((targets.sum(1) >= 1) & (targets.sum(1) <= 3)).all()
+    first = (root / "tags.csv").read_text().splitlines()[1].split("\t")
+    assert files[0] == root / first[0]
+    assert {names[k] for k in targets[0].nonzero().flatten().tolist()} == set(first[1].split(","))
+    assert fb.shape == (48, 96, 128) and fb.dtype == torch.float32
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "tags.csv").write_text("file,tags\naudio/x.wav,rain\n")
+    with pytest.raises(ValueError, match=r"bad[/\\]tags\.csv"):
+        read_pool(bad)
+
+
+# --------------------------------------------------------------------------------------- DDP
+
+DDP_SCRIPT = """
+import json, os, sys
+sys.path.insert(0, {root!r})
+import torch, torch.distributed as dist
+from asc_lib.models.beats import BEATs
+from asc_lib.pretrain import MaskedPatchModel, RandomProjectionTokenizer, pretrain, small_config
+from asc_lib.repro import seed_everything
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+g = seed_everything(0, 1)
+fb = torch.randn(20, 96, 128, generator=torch.Generator().manual_seed(5))
+cfg = small_config(encoder_layers=1, encoder_embed_dim=32, encoder_ffn_embed_dim=64, encoder_attention_heads=2,
+                   embed_dim=32)
+model = MaskedPatchModel(BEATs(cfg), RandomProjectionTokenizer(codes=16), predictor_layers=1)
+lines = []
+hist = pretrain(model, fb, epochs=2, batch_size=8, lr=1e-3, generator=g, log=lines.append, progress=False)
+flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+json.dump({{"hist": [(h["loss"], h["acc"]) for h in hist], "lines": lines, "sum": flat.double().sum().item(),
+           "first": flat[:50].tolist()}}, open(os.path.join({out!r}, f"rank{{rank}}.json"), "w"))
+dist.destroy_process_group()
+"""
+
+
+def test_pretrain_under_torchrun_two_processes(tmp_path):
+    import json
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(root=str(ROOT), out=str(tmp_path)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(script)], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r0 = json.loads((tmp_path / "rank0.json").read_text())
+    r1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert r0["hist"] == r1["hist"]  # all-reduced statistics
+    assert r0["first"] == r1["first"] and r0["sum"] == r1["sum"]  # DDP keeps the replicas equal
+    assert len(r0["lines"]) == 3 and "2 processes" in r0["lines"][-1]
+    assert r1["lines"] == []  # only rank 0 logs
