@@ -56,3 +56,54 @@ def device_responses(freqs, curves: dict, title: str = "Devices relative to devi
     ax.legend(ncol=3, title="device (dashed: unseen in training)")
     ax.grid(alpha=0.3)
     return fig
+
+
+def patches(fbank, masked=None, patch: int = 16, title: str = ""):
+    """A BEATs fbank (frames, mels) cut into ``patch``x``patch`` patches, numbered in token order
+    (time-major); ``masked`` (tokens,) bool greys out the patches the encoder does not see."""
+    fbank = np.asarray(fbank)
+    frames = fbank.shape[0] // patch * patch
+    fig, ax = plt.subplots(figsize=(10, 4), layout="constrained")
+    ax.imshow(fbank[:frames].T, origin="lower", aspect="auto", cmap="magma", extent=(0, frames, 0, fbank.shape[1]))
+    per_time = fbank.shape[1] // patch
+    for t in range(frames // patch):
+        for f in range(per_time):
+            token = t * per_time + f
+            if masked is not None and masked[token]:
+                ax.add_patch(plt.Rectangle((t * patch, f * patch), patch, patch, color="0.85"))
+            ax.text(t * patch + patch / 2, f * patch + patch / 2, str(token), ha="center", va="center",
+                    fontsize=7, color="k" if masked is not None and masked[token] else "w")
+    ax.set_xticks(range(0, frames + 1, patch))
+    ax.set_yticks(range(0, fbank.shape[1] + 1, patch))
+    ax.grid(color="w", lw=0.6)
+    ax.set(xlabel="frame (10 ms)", ylabel="mel bin", title=title)
+    return fig
+
+
+def curves(history: list[dict], keys, chance: dict | None = None, title: str = ""):
+    """Per-epoch curves of ``keys`` from a training history, one panel each, with chance levels."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), layout="constrained", squeeze=False)
+    epochs = [h["epoch"] for h in history]
+    for ax, key in zip(axes.flat, keys):
+        ax.plot(epochs, [h[key] for h in history], marker=".")
+        if chance and key in chance:
+            ax.axhline(chance[key], color="0.5", ls="--", label="chance")
+            ax.legend()
+        ax.set(xlabel="epoch", title=key)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return fig
+
+
+def embedding_scatter(xy, groups: dict, title: str = ""):
+    """2-D embeddings coloured by each grouping in ``groups`` ({name: (labels array, label names)})."""
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 5), layout="constrained", squeeze=False)
+    for ax, (name, (labels, names)) in zip(axes.flat, groups.items()):
+        for k, label in enumerate(names):
+            pick = np.asarray(labels) == k
+            if pick.any():
+                ax.scatter(xy[pick, 0], xy[pick, 1], s=6, alpha=0.6, label=label, color=plt.cm.tab10(k % 10))
+        ax.set(title=f"coloured by {name}", xticks=[], yticks=[])
+        ax.legend(fontsize=7, markerscale=2, ncol=2)
+    fig.suptitle(title)
+    return fig

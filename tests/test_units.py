@@ -153,3 +153,17 @@ def test_beats_fbank_matches_kaldi_with_the_official_constants():
     direct = kaldi.fbank(wave * 2**15, num_mel_bins=128, sample_frequency=16000, frame_length=25, frame_shift=10)
     expected = (direct - BEATS_FBANK_MEAN) / (2 * BEATS_FBANK_STD)
     assert torch.allclose(BeatsFbank()(wave)[0], expected, atol=1e-5)
+
+
+def test_linear_probe_separates_separable_classes_and_not_noise():
+    from asc_lib.probe import linear_probe, pca_2d
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(200) % 4
+    centres = torch.randn(4, 16, generator=g) * 3
+    x = centres[y] + torch.randn(200, 16, generator=g)
+    assert linear_probe(x[:100], y[:100], x[100:], y[100:], n_classes=4) > 0.95
+    noise = torch.randn(200, 16, generator=g)
+    assert linear_probe(noise[:100], y[:100], noise[100:], y[100:], n_classes=4) < 0.5
+    xy = pca_2d(x)
+    assert xy.shape == (200, 2) and np.var(xy[:, 0]) >= np.var(xy[:, 1])

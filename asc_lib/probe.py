@@ -1,0 +1,49 @@
+"""What an encoder has learned: clip embeddings, a linear probe, a 2-D view (PCA)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .metrics import macro_accuracy
+
+
+@torch.no_grad()
+def embed(model, waves, *, device: torch.device, batch: int = 64, layer: int = -1) -> torch.Tensor:
+    """Mean over patch tokens of one encoder layer's output (``-1``: the last) for 16 kHz ``waves``
+    (N, T): (N, C) float32 on the CPU. The model is put in eval mode."""
+    model.to(device).eval()
+    out = []
+    for i in range(0, len(waves), batch):
+        chunk = torch.from_numpy(np.array(waves[i:i + batch], dtype=np.float32)).to(device)
+        _, _, hidden = model.extract_features(chunk, return_layers=True)
+        out.append(hidden[layer].mean(1).float().cpu())
+    return torch.cat(out)
+
+
+def linear_probe(x_train: torch.Tensor, y_train, x_test: torch.Tensor, y_test, *, n_classes: int,
+                 steps: int = 500, lr: float = 1e-2, weight_decay: float = 1e-3, seed: int = 0) -> float:
+    """Macro accuracy on the test set of a linear classifier trained on frozen embeddings
+    (standardised with the training statistics; full-batch Adam, cross-entropy)."""
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    a, b = (x_train - mean) / std, (x_test - mean) / std
+    y = torch.as_tensor(np.asarray(y_train))
+    torch.manual_seed(seed)
+    head = nn.Linear(a.shape[1], n_classes)
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(head(a), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        pred = head(b).argmax(1).numpy()
+    return macro_accuracy(np.asarray(y_test), pred, n_classes)
+
+
+def pca_2d(x: torch.Tensor) -> np.ndarray:
+    """The first two principal components of ``x`` (N, C): (N, 2)."""
+    centred = x - x.mean(0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    return (centred @ v[:2].T).numpy()
