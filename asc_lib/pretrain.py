@@ -216,7 +216,8 @@ def pretrain(model: MaskedPatchModel, fbank_tensor: torch.Tensor, *, epochs: int
     the statistics are all-reduced (every rank must pass the same data and generator seed).
 
     Returns one dict per epoch: epoch, loss, acc (masked accuracy), chance (accuracy of always
-    predicting the most frequent code: the honest chance level), seconds. Logs one line per epoch
+    predicting the most frequent code: the honest chance level), clips (seen in the epoch, all
+    ranks), seconds (since the start). Logs one line per epoch
     and a summary (rank 0 only).
     """
     device = torch.device(device)
@@ -245,7 +246,7 @@ def pretrain(model: MaskedPatchModel, fbank_tensor: torch.Tensor, *, epochs: int
     history, t0 = [], time.perf_counter()
     for epoch in tqdm(range(epochs), desc="pre-training", unit="epoch", disable=not progress or rank != 0):
         perm = torch.randperm(N, generator=order_gen)
-        stats = torch.zeros(3, dtype=torch.float64)  # sum of loss * masked, correct, masked tokens
+        stats = torch.zeros(4, dtype=torch.float64)  # sum of loss * masked, correct, masked tokens, clips
         for i in range(0, N, batch_size):
             batch = perm[i:i + batch_size]
             if len(batch) < world:  # a last batch too small to split: skipped by every rank
@@ -260,13 +261,13 @@ def pretrain(model: MaskedPatchModel, fbank_tensor: torch.Tensor, *, epochs: int
             opt.step()
             sched.step()
             m = int(mask.sum())
-            stats += torch.tensor([loss.item() * m, acc.item() * m, m], dtype=torch.float64)
+            stats += torch.tensor([loss.item() * m, acc.item() * m, m, len(idx)], dtype=torch.float64)
         if world > 1:  # on the model's device: NCCL reduces only CUDA tensors
             stats_dev = stats.to(device)
             dist.all_reduce(stats_dev)
             stats = stats_dev.cpu()
         row = {"epoch": epoch + 1, "loss": stats[0].item() / stats[2].item(),
-               "acc": stats[1].item() / stats[2].item(), "chance": chance,
+               "acc": stats[1].item() / stats[2].item(), "chance": chance, "clips": int(stats[3]),
                "seconds": time.perf_counter() - t0}
         history.append(row)
         if rank == 0 and log is not None:

@@ -35,12 +35,27 @@ class DataSettings:
 
 
 @dataclass(frozen=True)
+class BeatsSettings:
+    """BEATs chapter: the small BEATs pre-trained in the book, its SL stage, and the linear probe."""
+
+    pretrain_epochs: int
+    pretrain_batch_size: int
+    pretrain_lr: float
+    mask_ratio: float  # share of patches hidden from the encoder (BEATs: 0.75)
+    sl_epochs: int  # supervised tagging on the pool's event tags (the "SSL+SL" checkpoint)
+    sl_lr: float
+    probe_split: int  # train split the linear probe learns from
+    probe_steps: int
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     device: str  # "cpu", "cuda" or "auto"
     threads: int | None  # torch threads; fixed in ci so reductions, hence numbers, repeat
     tour: TourSettings
     data: DataSettings
+    beats: BeatsSettings
 
 
 PROFILES = {
@@ -52,6 +67,8 @@ PROFILES = {
                           lr=3e-3, n_mels=256),
         data=DataSettings(twin_size="ci", n_mels=128, check_splits=(5, 100), check_epochs=15,
                           check_min_steps=600, check_batch_size=32, check_lr=3e-3),
+        beats=BeatsSettings(pretrain_epochs=8, pretrain_batch_size=64, pretrain_lr=1e-3, mask_ratio=0.75,
+                            sl_epochs=3, sl_lr=5e-4, probe_split=5, probe_steps=500),
     ),
     "full": Profile(
         name="full",
@@ -61,6 +78,8 @@ PROFILES = {
                           batch_size=64, lr=3e-3, n_mels=256),
         data=DataSettings(twin_size="ci", n_mels=256, check_splits=(5, 10, 25, 50, 100), check_epochs=30,
                           check_min_steps=3000, check_batch_size=256, check_lr=3e-3),
+        beats=BeatsSettings(pretrain_epochs=100, pretrain_batch_size=256, pretrain_lr=1e-3, mask_ratio=0.75,
+                            sl_epochs=20, sl_lr=5e-4, probe_split=5, probe_steps=1000),
     ),
 }
 

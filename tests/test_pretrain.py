@@ -4,7 +4,6 @@ tokenizer) and the supervised tagging stage, saved in the official checkpoint fo
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +140,7 @@ def test_pretraining_learns_beyond_frequent_code_and_is_deterministic(pool, tmp_
     hist = pretrain(model, fb, epochs=60, batch_size=16, lr=2e-3, generator=g, log=lines.append,
                     progress=False)  # 180 steps
     assert len(hist) == 60 and len(lines) == 61 and "chance" in lines[-1]
+    assert all(h["clips"] == 48 for h in hist)
     chance = hist[0]["chance"]
     labels = tokenize_all(model.tokenizer, fb)
     assert chance == pytest.approx(torch.bincount(labels.flatten()).max().item() / labels.numel())
@@ -247,7 +247,7 @@ model = MaskedPatchModel(BEATs(cfg), RandomProjectionTokenizer(codes=16), predic
 lines = []
 hist = pretrain(model, fb, epochs=2, batch_size=8, lr=1e-3, generator=g, log=lines.append, progress=False)
 flat = torch.cat([p.detach().flatten() for p in model.parameters()])
-json.dump({{"hist": [(h["loss"], h["acc"]) for h in hist], "lines": lines, "sum": flat.double().sum().item(),
+json.dump({{"hist": [(h["loss"], h["acc"], h["clips"]) for h in hist], "lines": lines, "sum": flat.double().sum().item(),
            "first": flat[:50].tolist()}}, open(os.path.join({out!r}, f"rank{{rank}}.json"), "w"))
 dist.destroy_process_group()
 """
@@ -264,6 +264,7 @@ def test_pretrain_under_torchrun_two_processes(tmp_path):
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
     assert r0["hist"] == r1["hist"]  # all-reduced statistics
+    assert [h[2] for h in r0["hist"]] == [20, 20]  # each clip once per epoch: batches are sharded
     assert r0["first"] == r1["first"] and r0["sum"] == r1["sum"]  # DDP keeps the replicas equal
     assert len(r0["lines"]) == 3 and "2 processes" in r0["lines"][-1]
     assert r1["lines"] == []  # only rank 0 logs

@@ -61,3 +61,11 @@ def device_responses(waves: np.ndarray, part: pd.DataFrame, sr: int, n_fft: int 
         spectra[device] = 10 * np.log10(power + 1e-12)
     freqs = np.fft.rfftfreq(n_fft, 1 / sr)
     return freqs, {d: spectra[d] - spectra["a"] for d in DEVICES if d in spectra}
+
+
+def pool_waves(twin: Path, profile: Profile):
+    """The twin's unlabeled pool: ``(waves (N, 16000) memmap, tag names, multi-hot tags (N, K))``."""
+    from ..pretrain import read_pool  # the pool's reader lives with pre-training, its one user
+
+    files, names, targets = read_pool(Path(twin) / "pool")
+    return waveform_cache(files, 16000, artifacts_dir(profile.name) / "waves", source_sr=16000), names, targets

@@ -1,0 +1,65 @@
+"""The BEATs checkpoints the book uses.
+
+- ``ci``: a small BEATs pre-trained here with BEATs' objective on the twin's unlabeled pool (**SSL**),
+  then tagged on the pool's event tags (**SSL+SL**), both saved in the official format.
+- ``full``: the official files (``BEATs_iter3_plus_AS2M.pt``, ``..._finetuned_on_AS2M_cpt2.pt``) from a
+  local folder (see :func:`asc_lib.data.download.fetch_beats_checkpoint`).
+
+Pre-training runs once per configuration: checkpoints and training histories are cached under
+``artifacts/<profile>/beats/`` keyed by everything that produced them; ``history.json`` is written
+last, so an interrupted run is redone, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from .data.dataset import pool_waves
+from .models.beats import BEATs, save_beats_checkpoint
+from .paths import artifacts_dir
+from .pretrain import MaskedPatchModel, RandomProjectionTokenizer, pool_fbank, pretrain, small_config, tag_finetune
+from .profiles import Profile
+from .repro import seed_everything
+
+PRETRAIN_VERSION = 1  # bump when pre-training's results change
+OFFICIAL = {"SSL": "BEATs_iter3_plus_AS2M.pt", "SSL+SL": "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt"}
+
+
+def small_beats(profile: Profile, twin: Path, *, seed: int, device) -> dict:
+    """Pre-train (or reuse) the small BEATs on the unlabeled pool of the synthetic twin at ``twin``.
+
+    Returns ``{"SSL": path, "SSL+SL": path, "history": {"pretrain": [...], "sl": [...]}}``.
+    """
+    settings = profile.beats
+    manifest = (Path(twin) / "twin.json").read_text()
+    payload = json.dumps([PRETRAIN_VERSION, asdict(settings), small_config().to_dict(), manifest, seed],
+                         sort_keys=True, default=str)
+    folder = artifacts_dir(profile.name) / "beats" / f"small-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+    paths = {"SSL": folder / "BEATs_small_SSL.pt", "SSL+SL": folder / "BEATs_small_SSL_SL.pt"}
+    record = folder / "history.json"
+    if record.exists() and all(p.exists() for p in paths.values()):
+        print(f"small BEATs: reusing {folder}", file=sys.stderr)
+        return {**paths, "history": json.loads(record.read_text())}
+
+    waves, tag_names, targets = pool_waves(twin, profile)
+    fbank = pool_fbank(waves)
+    generator = seed_everything(seed, threads=profile.threads)
+    model = MaskedPatchModel(BEATs(small_config()), RandomProjectionTokenizer(seed=seed))
+    history = {"pretrain": pretrain(model, fbank, epochs=settings.pretrain_epochs,
+                                    batch_size=settings.pretrain_batch_size, lr=settings.pretrain_lr,
+                                    mask_ratio=settings.mask_ratio, generator=generator, device=device),
+               "sl": []}
+    save_beats_checkpoint(model.beats.cpu(), paths["SSL"])
+    tagged = tag_finetune(model.beats, fbank, targets, epochs=settings.sl_epochs,
+                          batch_size=settings.pretrain_batch_size, lr=settings.sl_lr, generator=generator,
+                          device=device, tag_names=tag_names, history=history["sl"])
+    save_beats_checkpoint(tagged, paths["SSL+SL"])
+    tmp = record.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(history, indent=1))
+    os.replace(tmp, record)  # written last: marks the folder complete
+    return {**paths, "history": history}
