@@ -28,7 +28,7 @@ def linear_probe(x_train: torch.Tensor, y_train, x_test: torch.Tensor, y_test, *
     (standardised with the training statistics; full-batch Adam, cross-entropy)."""
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
     a, b = (x_train - mean) / std, (x_test - mean) / std
-    y = torch.as_tensor(np.asarray(y_train))
+    y = y_train.clone() if torch.is_tensor(y_train) else torch.from_numpy(np.array(y_train))  # writable copy
     torch.manual_seed(seed)
     head = nn.Linear(a.shape[1], n_classes)
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
