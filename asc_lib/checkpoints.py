@@ -17,6 +17,8 @@ import json
 import os
 import sys
 from dataclasses import asdict
+
+import torch
 from pathlib import Path
 
 from .data.dataset import pool_waves
@@ -63,3 +65,11 @@ def small_beats(profile: Profile, twin: Path, *, seed: int, device) -> dict:
     tmp.write_text(json.dumps(history, indent=1))
     os.replace(tmp, record)  # written last: marks the folder complete
     return {**paths, "history": history}
+
+
+def random_small_beats(seed: int) -> BEATs:
+    """The small BEATs with random weights drawn from ``seed`` alone (not from the global random state,
+    which depends on whether pre-training ran or was reused): the probe's baseline."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return BEATs(small_config())

@@ -268,3 +268,13 @@ def test_pretrain_under_torchrun_two_processes(tmp_path):
     assert r0["first"] == r1["first"] and r0["sum"] == r1["sum"]  # DDP keeps the replicas equal
     assert len(r0["lines"]) == 3 and "2 processes" in r0["lines"][-1]
     assert r1["lines"] == []  # only rank 0 logs
+
+
+def test_random_baseline_depends_on_its_seed_only():
+    from asc_lib.checkpoints import random_small_beats
+
+    a = random_small_beats(3).state_dict()
+    torch.rand(1000)  # whatever else consumed random numbers before
+    b = random_small_beats(3).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["patch_embedding.weight"], random_small_beats(4).state_dict()["patch_embedding.weight"])
