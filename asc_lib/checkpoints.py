@@ -1,9 +1,10 @@
 """The BEATs checkpoints the book uses.
 
-- ``ci``: a small BEATs pre-trained here with BEATs' objective on the twin's unlabeled pool (**SSL**),
-  then tagged on the pool's event tags (**SSL+SL**), both saved in the official format.
-- ``full``: the official files (``BEATs_iter3_plus_AS2M.pt``, ``..._finetuned_on_AS2M_cpt2.pt``) from a
-  local folder (see :func:`asc_lib.data.download.fetch_beats_checkpoint`).
+- a small BEATs pre-trained here with BEATs' objective on the twin's unlabeled pool (**SSL**), then
+  tagged on the pool's event tags (**SSL+SL**), both saved in the official format (every profile;
+  ``full`` trains longer);
+- the official files (``OFFICIAL``: ``BEATs_iter3_plus_AS2M.pt``, ``..._finetuned_on_AS2M_cpt2.pt``) from
+  a local folder, with the ``full`` profile (see :func:`asc_lib.data.download.fetch_beats_checkpoint`).
 
 Pre-training runs once per configuration: checkpoints and training histories are cached under
 ``artifacts/<profile>/beats/`` keyed by everything that produced them; ``history.json`` is written
@@ -17,9 +18,9 @@ import json
 import os
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
-from pathlib import Path
 
 from .data.dataset import pool_waves
 from .models.beats import BEATs, save_beats_checkpoint
