@@ -45,3 +45,14 @@ def test_data_chapter_glues_its_check_into_the_prose(html):
     assert f'<span class="pasted-text">{met} of 3</span> criteria' in page
     csv = (ROOT / "book" / "results" / "data.csv").read_text().splitlines()
     assert csv[0].startswith("split,dataset,clips") and len(csv) == 7
+
+
+def test_beats_chapter_glues_what_it_printed(html):
+    page = (html / "book" / "03_beats.html").read_text()
+    nb = nbformat.read(ROOT / "book" / "03_beats.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    acc, chance = re.search(r"masked accuracy ([\d.]+) % \(most frequent code: ([\d.]+) %\)", printed).groups()
+    gain = re.search(r"random weights by ([+-][\d.]+) points", printed)[1]
+    glued = re.findall(r'<span class="pasted-text">([^<]*)</span>', page)
+    assert [acc, chance] == glued[:2] and glued[-1] == gain
+    assert "90,311,792" in page  # the released architecture's parameter count, computed in the chapter
