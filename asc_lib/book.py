@@ -110,7 +110,7 @@ def finish(executed: Path, target: Path) -> None:
         cell.metadata.pop("execution", None)
         if cell.cell_type == "code":
             cell.outputs = collapse_progress(cell.outputs)
-    for key in ("start_time", "end_time", "duration", "exception"):
+    for key in ("start_time", "end_time", "duration", "exception", "output_path"):  # output_path: a temp file
         nb.metadata.get("papermill", {}).pop(key, None)
     tmp = target.with_suffix(".ipynb.tmp")
     nbformat.write(nb, tmp)

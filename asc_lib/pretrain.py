@@ -22,7 +22,6 @@ DistributedDataParallel, shards every batch by rank and all-reduces the logged s
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from asc_lib.features import beats_fbank
 from asc_lib.models.beats import BEATs, BEATsConfig, released_config
 
 __all__ = ["small_config", "RandomProjectionTokenizer", "MaskedPatchModel", "pretrain", "tag_finetune",
-           "read_pool", "pool_fbank", "tokenize_all", "fbank_patches", "PATCH"]
+           "pool_fbank", "tokenize_all", "fbank_patches", "PATCH"]
 
 PATCH = 16  # patch size (time and frequency), as the released models
 
@@ -339,29 +338,6 @@ def tag_finetune(beats: BEATs, fbank: torch.Tensor, targets: torch.Tensor, *, ep
 
 
 # ---------------------------------------------------------------------------------------- data
-
-def read_pool(pool_root) -> tuple[list[Path], list[str], torch.Tensor]:
-    """``pool_root/tags.csv`` (tab-separated ``filename``, ``tags``; tags comma-separated) ->
-    (absolute file paths, sorted tag names seen, multi-hot targets (N, K) float32)."""
-    pool_root = Path(pool_root)
-    path = pool_root / "tags.csv"
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t"))
-    if not rows or rows[0] != ["filename", "tags"]:
-        raise ValueError(f"{path}: expected a tab-separated header 'filename<TAB>tags', "
-                         f"got {rows[0] if rows else 'an empty file'}")
-    body = [r for r in rows[1:] if r]
-    bad = [i + 2 for i, r in enumerate(body) if len(r) != 2]
-    if bad:
-        raise ValueError(f"{path}: line(s) {bad[:5]} do not have 2 tab-separated fields")
-    tags = [[t for t in r[1].split(",") if t] for r in body]
-    names = sorted({t for ts in tags for t in ts})
-    col = {n: k for k, n in enumerate(names)}
-    targets = torch.zeros(len(body), len(names))
-    for i, ts in enumerate(tags):
-        targets[i, [col[t] for t in ts]] = 1.0
-    return [pool_root / r[0] for r in body], names, targets
-
 
 @torch.no_grad()
 def pool_fbank(waves, batch: int = 128, progress: bool = True) -> torch.Tensor:

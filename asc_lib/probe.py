@@ -47,3 +47,13 @@ def pca_2d(x: torch.Tensor) -> np.ndarray:
     centred = x - x.mean(0)
     _, _, v = torch.linalg.svd(centred, full_matrices=False)
     return (centred @ v[:2].T).numpy()
+
+
+def compare(encoders: dict, waves, train_rows, y_train, test_rows, y_test, *, n_classes: int, device: torch.device,
+            steps: int = 500, seed: int = 0) -> dict:
+    """Linear-probe macro accuracy (%) of each frozen encoder in ``encoders`` ({name: BEATs}), trained on
+    the clips ``waves[train_rows]`` and tested on ``waves[test_rows]``."""
+    return {name: 100 * linear_probe(embed(model, waves[train_rows], device=device), y_train,
+                                     embed(model, waves[test_rows], device=device), y_test,
+                                     n_classes=n_classes, steps=steps, seed=seed)
+            for name, model in encoders.items()}

@@ -39,6 +39,7 @@ def test_runs_in_order_injects_parameters_and_hides_them(small_book, capsys):
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]
     assert all("papermill" not in c.metadata for c in nb.cells)
+    assert "output_path" not in nb.metadata["papermill"]  # a temporary path: would change every run
     table = capsys.readouterr().out
     assert "01_first" in table and "02_second" in table and "total" in table
 

@@ -13,8 +13,9 @@ import torch
 from asc_lib.data.cache import waveform_cache
 from asc_lib.data.synthetic import POOL_SOURCES, make_sound_pool
 from asc_lib.models.beats import BEATs, load_beats_checkpoint, save_beats_checkpoint
+from asc_lib.data.dataset import read_pool
 from asc_lib.pretrain import (MaskedPatchModel, RandomProjectionTokenizer, n_visible, pool_fbank, pretrain,
-                              read_pool, small_config, tag_finetune, tokenize_all)
+                              small_config, tag_finetune, tokenize_all)
 from asc_lib.repro import seed_everything
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,10 +3,12 @@ waveforms at the teachers' and the student's sample rates (decoded once, cached)
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..paths import artifacts_dir
 from ..profiles import Profile
@@ -63,9 +65,30 @@ def device_responses(waves: np.ndarray, part: pd.DataFrame, sr: int, n_fft: int 
     return freqs, {d: spectra[d] - spectra["a"] for d in DEVICES if d in spectra}
 
 
+def read_pool(pool_root) -> tuple[list[Path], list[str], torch.Tensor]:
+    """``pool_root/tags.csv`` (tab-separated ``filename``, ``tags``; tags comma-separated) ->
+    (absolute file paths, sorted tag names seen, multi-hot targets (N, K) float32)."""
+    pool_root = Path(pool_root)
+    path = pool_root / "tags.csv"
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    if not rows or rows[0] != ["filename", "tags"]:
+        raise DatasetFormatError(f"{path}: expected a tab-separated header 'filename<TAB>tags', "
+                         f"got {rows[0] if rows else 'an empty file'}")
+    body = [r for r in rows[1:] if r]
+    bad = [i + 2 for i, r in enumerate(body) if len(r) != 2]
+    if bad:
+        raise DatasetFormatError(f"{path}: line(s) {bad[:5]} do not have 2 tab-separated fields")
+    tags = [[t for t in r[1].split(",") if t] for r in body]
+    names = sorted({t for ts in tags for t in ts})
+    col = {n: k for k, n in enumerate(names)}
+    targets = torch.zeros(len(body), len(names))
+    for i, ts in enumerate(tags):
+        targets[i, [col[t] for t in ts]] = 1.0
+    return [pool_root / r[0] for r in body], names, targets
+
+
 def pool_waves(twin: Path, profile: Profile):
     """The twin's unlabeled pool: ``(waves (N, 16000) memmap, tag names, multi-hot tags (N, K))``."""
-    from ..pretrain import read_pool  # the pool's reader lives with pre-training, its one user
-
     files, names, targets = read_pool(Path(twin) / "pool")
     return waveform_cache(files, 16000, artifacts_dir(profile.name) / "waves", source_sr=16000), names, targets
