@@ -107,3 +107,28 @@ def embedding_scatter(xy, groups: dict, title: str = ""):
         ax.legend(fontsize=7, markerscale=2, ncol=2)
     fig.suptitle(title)
     return fig
+
+
+def accuracy_vs_fraction(table, references: dict | None = None, title: str = ""):
+    """One line per system (rows of ``table``; columns are split percentages) on a log x axis;
+    ``references``: {label: {split: accuracy}} drawn dashed (e.g. the published baseline)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    for name, row in table.iterrows():
+        ax.plot(row.index, row.values, marker="o", label=name)
+    for label, values in (references or {}).items():
+        ax.plot(list(values), list(values.values()), ls="--", color="0.4", marker=".", label=label)
+    splits = list(table.columns)
+    ax.set(xscale="log", xticks=splits, xticklabels=[f"{s} %" for s in splits], xlabel="labelled training data",
+           ylabel="macro accuracy (%)", title=title)
+    ax.minorticks_off()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def heatmap(table, title: str = "", fmt: str = ".1f", cmap: str = "viridis"):
+    """A table of numbers (rows x columns) as an annotated heatmap."""
+    fig, ax = plt.subplots(figsize=(1 + 0.8 * table.shape[1], 0.8 + 0.45 * table.shape[0]), layout="constrained")
+    sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, cbar=False, ax=ax)
+    ax.set(title=title, ylabel="")
+    return fig

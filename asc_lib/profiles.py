@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from .train import Recipe
+
 
 @dataclass(frozen=True)
 class TourSettings:
@@ -49,6 +51,38 @@ class BeatsSettings:
 
 
 @dataclass(frozen=True)
+class TeacherSettings:
+    """Teachers chapter: BEATs fine-tuned three ways (and from scratch) on each split."""
+
+    splits: tuple[int, ...]
+    val_fraction: float  # share of a split's recordings held out for model selection
+    frozen: Recipe  # SSL*: new linear head, encoder frozen
+    finetune: Recipe  # SSL, SSL+SL and scratch: everything trained
+    mixup_alpha: float = 0.3
+    mixstyle_alpha: float = 0.4
+    mixstyle_p: float = 0.4
+    dir_p: float = 0.6
+    specaug: float = 0.2  # SpecAugment mask size, a proportion of each axis
+
+
+@dataclass(frozen=True)
+class StudentSettings:
+    """Student chapter: TF-SepNet from scratch and distilled from the teachers, then INT8."""
+
+    splits: tuple[int, ...]
+    n_mels: int  # log-mel bands of the student's input (the authors: 512)
+    recipe: Recipe
+    val_fraction: float  # the teachers' held-out recordings (same draw), for model selection
+    kd_lambda: float = 0.02  # weight of the label term; 1 - kd_lambda on the distillation term
+    temperature: float = 2.0
+    mixup_alpha: float = 0.3
+    mixstyle_alpha: float = 0.4
+    mixstyle_p: float = 0.8
+    dir_p: float = 0.4
+    calibration_clips: int = 512  # INT8: training clips used to calibrate the activation ranges
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     device: str  # "cpu", "cuda" or "auto"
@@ -56,6 +90,8 @@ class Profile:
     tour: TourSettings
     data: DataSettings
     beats: BeatsSettings
+    teachers: TeacherSettings
+    student: StudentSettings
 
 
 PROFILES = {
@@ -69,6 +105,16 @@ PROFILES = {
                           check_min_steps=600, check_batch_size=32, check_lr=3e-3),
         beats=BeatsSettings(pretrain_epochs=8, pretrain_batch_size=64, pretrain_lr=1e-3, mask_ratio=0.75,
                             sl_epochs=3, sl_lr=5e-4, probe_split=5, probe_steps=500),
+        teachers=TeacherSettings(
+            splits=(5, 10, 25, 50, 100), val_fraction=0.1,
+            frozen=Recipe(epochs=3, steps_per_epoch=16, batch_size=32, lr=1e-3, optimizer="adam"),
+            finetune=Recipe(epochs=3, steps_per_epoch=16, batch_size=32, lr=3e-4, optimizer="adamw",
+                            betas=(0.9, 0.98), weight_decay=0.01, schedule="warmup_linear", warmup_epochs=0.5,
+                            final_lr_ratio=0.005)),
+        student=StudentSettings(
+            splits=(5, 10, 25, 50, 100), n_mels=128, val_fraction=0.1, calibration_clips=256,
+            recipe=Recipe(epochs=3, steps_per_epoch=16, batch_size=32, lr=4e-3, optimizer="adam",
+                          schedule="cosine_restarts", restart_epochs=10, restart_mult=2)),
     ),
     "full": Profile(
         name="full",
@@ -80,6 +126,18 @@ PROFILES = {
                           check_min_steps=3000, check_batch_size=256, check_lr=3e-3),
         beats=BeatsSettings(pretrain_epochs=100, pretrain_batch_size=256, pretrain_lr=1e-3, mask_ratio=0.75,
                             sl_epochs=20, sl_lr=5e-4, probe_split=5, probe_steps=1000),
+        # the authors' config/beats_ssl_star.yaml and config/beats_ssl.yaml (beats_ssl+sl.yaml: the same)
+        teachers=TeacherSettings(
+            splits=(5, 10, 25, 50, 100), val_fraction=0.1,
+            frozen=Recipe(epochs=60, batch_size=256, lr=1e-3, optimizer="adam"),
+            finetune=Recipe(epochs=30, batch_size=128, lr=1e-5, optimizer="adamw", betas=(0.9, 0.98),
+                            weight_decay=0.01, schedule="warmup_linear", warmup_epochs=4,
+                            final_lr_ratio=0.005)),
+        # the authors' config/tfsepnet_kd.yaml
+        student=StudentSettings(
+            splits=(5, 10, 25, 50, 100), n_mels=512, val_fraction=0.1,
+            recipe=Recipe(epochs=150, batch_size=256, lr=4e-3, optimizer="adam", schedule="cosine_restarts",
+                          restart_epochs=10, restart_mult=2)),
     ),
 }
 
@@ -98,3 +156,16 @@ def override(settings, **knobs):
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)} for {type(settings).__name__}")
     return replace(settings, **{k: v for k, v in knobs.items() if v is not None})
+
+
+def differences(a, b, prefix: str = "") -> list[tuple[str, object, object]]:
+    """Every setting where ``a`` and ``b`` (dataclasses of the same type) differ, as
+    ``(dotted name, a's value, b's value)``; nested dataclasses are compared field by field."""
+    out = []
+    for name in a.__dataclass_fields__:
+        x, y = getattr(a, name), getattr(b, name)
+        if hasattr(x, "__dataclass_fields__"):
+            out += differences(x, y, f"{prefix}{name}.")
+        elif x != y:
+            out.append((f"{prefix}{name}", x, y))
+    return out

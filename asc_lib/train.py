@@ -1,52 +1,373 @@
-"""Training and prediction.
+"""The one training loop of the book, and prediction.
 
-For now a plain supervised loop on in-memory tensors (the Quick tour); the teachers and students
-of later chapters grow it (schedules, augmentation, resume, DDP).
+:func:`train` runs every supervised stage (teachers, students, probes): it owns the optimiser, the
+learning-rate schedule (:func:`lr_at`), the batch order, bf16 autocast on CUDA, DDP under
+``torchrun``, per-epoch evaluation with best-epoch selection, and resumable checkpoints. What a
+step computes is the caller's ``step_loss(net, idx, generator)``: it gets the indices of its
+training examples and returns a scalar loss, so the loop never sees the data.
+
+:func:`fit` and :func:`predict` are the Quick tour's small front ends (in-memory tensors,
+cross-entropy); :func:`predict_logits` runs a model over ``n`` examples in order.
+
+Shapes: N training examples, B batch size, b = this rank's share of a batch (B / world), C classes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+__all__ = ["Recipe", "lr_at", "train", "predict_logits", "fit", "predict"]
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+SCHEDULES = ("constant", "warmup_linear", "cosine_restarts")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train: optimiser, schedule, epochs and batches. See :func:`lr_at` for the schedules.
+
+    ``steps_per_epoch=None``: an epoch is one pass over the N examples in ceil(N / B) batches (the
+    last one may be smaller). An int: an epoch is exactly that many batches of B, cut from a stream
+    of reshuffled passes (a batch may straddle two passes), whatever N is."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str = "adamw"  # "adam" | "adamw"
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # "constant" | "warmup_linear" | "cosine_restarts"
+    warmup_epochs: float = 0.0  # warmup_linear: rise to lr over this many epochs,
+    final_lr_ratio: float = 1.0  # then linear decay to lr * final_lr_ratio at the last step
+    restart_epochs: int = 10  # cosine_restarts: T_0 (epochs)
+    restart_mult: int = 2  # cosine_restarts: T_mult
+    steps_per_epoch: int | None = None  # None: one pass per epoch; int: a fixed number of batches
+    amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"Recipe: epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"Recipe: optimizer {self.optimizer!r} is not one of {sorted(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"Recipe: schedule {self.schedule!r} is not one of {SCHEDULES}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"Recipe: steps_per_epoch must be None or >= 1, got {self.steps_per_epoch}")
+        if self.restart_epochs < 1 or self.restart_mult < 1:
+            raise ValueError("Recipe: restart_epochs and restart_mult must be >= 1")
+
+
+def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier (of ``recipe.lr``) for optimiser step ``step`` (0-based) when an
+    epoch has ``steps_per_epoch`` steps; total = epochs * steps_per_epoch steps.
+
+    - constant: 1.
+    - warmup_linear: W = round(warmup_epochs * steps_per_epoch) warm-up steps with (step + 1) / W
+      (from 1/W up to 1 at step W - 1), then linear from 1 at step W to ``final_lr_ratio`` at the
+      last step (total - 1).
+    - cosine_restarts: torch's ``CosineAnnealingWarmRestarts`` (eta_min 0) at the fractional epoch
+      e = step / steps_per_epoch: (1 + cos(pi * T_cur / T_i)) / 2, with T_i = T_0, T_0 T_mult, ...
+      epochs, restarting (multiplier 1) at T_0, T_0 (1 + T_mult), ... epochs.
+    """
+    if recipe.schedule == "constant":
+        return 1.0
+    if recipe.schedule == "warmup_linear":
+        total = recipe.epochs * steps_per_epoch
+        warm = round(recipe.warmup_epochs * steps_per_epoch)
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total - 1 - warm))
+        return 1.0 + (recipe.final_lr_ratio - 1.0) * t
+    # cosine_restarts: find the cycle [start, start + period) that holds e
+    e = step / steps_per_epoch
+    start, period = 0.0, float(recipe.restart_epochs)
+    while e >= start + period:
+        start, period = start + period, period * recipe.restart_mult
+    return 0.5 * (1.0 + math.cos(math.pi * (e - start) / period))
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size); (0, 1) without torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _fingerprint(recipe: Recipe, n_train: int, seed: int, key: str) -> str:
+    """Hash of what makes a run: a checkpoint with another fingerprint belongs to another run."""
+    text = repr((sorted(dataclasses.asdict(recipe).items()), int(n_train), int(seed), str(key)))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _augment_seed(seed: int, rank: int) -> int:
+    """Seed of the augmentation generator of ``rank``: derived from ``seed``, different from the
+    batch-order generator's (which is ``seed`` itself) and from every other rank's."""
+    return int.from_bytes(hashlib.sha256(f"augment {seed} {rank}".encode()).digest()[:7], "little")
+
+
+def _epoch_batches(n: int, recipe: Recipe, order: torch.Generator, carry: torch.Tensor):
+    """This epoch's batches (a list of LongTensors of indices, each up to B long) and the indices
+    left over for the next epoch (``carry``, used only with a fixed ``steps_per_epoch``)."""
+    B = recipe.batch_size
+    if recipe.steps_per_epoch is None:
+        return list(torch.randperm(n, generator=order).split(B)), carry
+    batches = []
+    for _ in range(recipe.steps_per_epoch):
+        while len(carry) < B:
+            carry = torch.cat([carry, torch.randperm(n, generator=order)])
+        batches.append(carry[:B])
+        carry = carry[B:]
+    return batches, carry
+
+
+def _rng_state(aug: torch.Generator) -> dict:
+    """This process's random states: the augmentation generator and torch's global generators
+    (dropout and the like draw from those)."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"augment": aug.get_state(), "torch": torch.get_rng_state(), "cuda": cuda}
+
+
+def _set_rng_state(state: dict, aug: torch.Generator) -> None:
+    aug.set_state(state["augment"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _cpu_state(model: nn.Module) -> dict:
+    """A detached CPU copy of the model's state_dict."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _load(path: Path) -> dict:
+    """Read a checkpoint of :func:`train` (plain containers and tensors: weights_only works)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _fmt(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+# ------------------------------------------------------------------------------------- train
+
+def train(model: nn.Module, step_loss, n_train: int, recipe: Recipe, *, device, seed: int,
+          evaluate=None, select: str | None = None, workdir: Path | None = None, key: str = "",
+          params=None, desc: str = "training", log=print, progress: bool = True) -> dict:
+    """Train ``model`` in place on ``n_train`` examples with ``recipe``; return its history.
+
+    Every step draws a batch of B indices (shuffled by a CPU generator seeded with ``seed``, the
+    same on every rank), keeps this rank's share ``idx = batch[rank::world]`` (b indices) and calls
+    ``step_loss(net, idx, generator) -> scalar loss``: ``net`` is the model on ``device`` in train
+    mode (wrapped in DistributedDataParallel under ``torchrun``), ``generator`` a CPU generator for
+    augmentation, seeded from ``seed`` and the rank. Under ``device.type == "cuda"`` and
+    ``recipe.amp`` the call runs under bf16 autocast. Then backward, optimiser step (``params``,
+    default every parameter of ``model`` that requires grad) and scheduler step (:func:`lr_at`,
+    stepped per batch). Under DDP a batch with fewer than ``world`` examples is skipped (the
+    scheduler still steps).
+
+    After each epoch ``evaluate(model) -> {name: float}`` (if given) runs on the plain model in
+    eval mode under ``no_grad`` on every rank (rank 0's values are broadcast and kept). The history
+    entry is ``{"epoch" (1-based), "loss" (mean over the epoch's examples, all ranks), "lr" (at the
+    epoch's last step, first parameter group), "seconds" (since the start), **metrics}``; rank 0
+    logs it in one line through ``log``. The best epoch is the first maximum of
+    ``metrics[select]`` (the last epoch when ``select`` is None); at the end the model holds its
+    weights and is in eval mode.
+
+    With ``workdir``, rank 0 writes ``workdir/last.pt`` after every epoch (atomically): model,
+    optimiser, scheduler, the batch-order and every rank's random states, the history, the best
+    epoch's weights and a fingerprint of (recipe, n_train, seed, key). A later call with the same
+    fingerprint resumes after the last finished epoch, and gives exactly what an uninterrupted run
+    gives; one with another fingerprint starts afresh and overwrites it.
+
+    Returns ``{"history": [entry, ...], "best_epoch": int, "best": entry of the best epoch}``.
+    """
+    device = torch.device(device)
+    rank, world = _dist()
+    if select is not None and evaluate is None:
+        raise ValueError(f"train: select={select!r} needs an evaluate function")
+    if n_train < world:
+        raise ValueError(f"train: {n_train} training examples for {world} processes")
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad] if params is None else list(params)
+    opt = OPTIMIZERS[recipe.optimizer](params, lr=recipe.lr, betas=recipe.betas,
+                                       weight_decay=recipe.weight_decay)
+    spe = recipe.steps_per_epoch or math.ceil(n_train / recipe.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(recipe, s, spe))
+    order = torch.Generator().manual_seed(seed)  # batch order: the same on every rank
+    aug = torch.Generator().manual_seed(_augment_seed(seed, rank))
+    carry = torch.zeros(0, dtype=torch.long)  # indices drawn but not used yet (fixed steps_per_epoch)
+    history, best_epoch, best_state = [], None, None
+    fingerprint = _fingerprint(recipe, n_train, seed, key)
+    path = Path(workdir) / "last.pt" if workdir is not None else None
+
+    def say(msg):  # resume notes: stderr, rank 0
+        if rank == 0:
+            print(msg, file=sys.stderr)
+
+    if path is not None and path.exists():
+        ck = _load(path)
+        if ck["fingerprint"] != fingerprint:
+            say(f"{path}: a checkpoint of another run (fingerprint {ck['fingerprint']} != {fingerprint}); "
+                "starting afresh and overwriting it")
+        else:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            order.set_state(ck["order"])
+            carry = ck["carry"]
+            if rank < len(ck["rng"]):
+                _set_rng_state(ck["rng"][rank], aug)
+            history, best_epoch, best_state = ck["history"], ck["best_epoch"], ck["best_state"]
+            say(f"{path}: resuming after epoch {len(history)}/{recipe.epochs}")
+    start = len(history)
+
+    def finish():
+        if best_state is not None:  # else the last epoch is the best, and the model holds it
+            model.load_state_dict(best_state)
+        model.eval()
+        return {"history": history, "best_epoch": best_epoch, "best": history[best_epoch - 1]}
+
+    if start >= recipe.epochs:
+        return finish()
+
+    net = model
+    if world > 1:  # DDP's constructor is a collective: every rank has loaded the checkpoint by then
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    use_amp = device.type == "cuda" and recipe.amp
+    t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
+    bar = tqdm(total=recipe.epochs * spe, initial=start * spe, desc=desc, unit="step",
+               disable=not progress or rank != 0)
+    for epoch in range(start, recipe.epochs):
+        batches, carry = _epoch_batches(n_train, recipe, order, carry)
+        model.train()
+        stats = torch.zeros(2, dtype=torch.float64, device=device)  # sum of loss * b, examples
+        for batch in batches:
+            if len(batch) < world:  # too small to split: skipped by every rank
+                sched.step()
+                bar.update()
+                continue
+            idx = batch[rank::world]  # this rank's share (b,)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                loss = step_loss(net, idx, aug)
+            model.zero_grad(set_to_none=True)  # all of them: frozen ones too, if they got grads
+            loss.backward()
+            opt.step()
+            sched.step()
+            stats[0] += loss.detach().double() * len(idx)
+            stats[1] += len(idx)
+            bar.update()
+        if world > 1:  # on the model's device: NCCL reduces only CUDA tensors
+            dist.all_reduce(stats)
+        metrics = {}
+        if evaluate is not None:
+            model.eval()
+            with torch.no_grad():
+                metrics = {k: float(v) for k, v in evaluate(model).items()}
+            if world > 1:  # every rank keeps rank 0's values: they pick the same best epoch
+                box = [metrics]
+                dist.broadcast_object_list(box, src=0)
+                metrics = box[0]
+        last_lr = opt.param_groups[0]["initial_lr"] * lr_at(recipe, (epoch + 1) * spe - 1, spe)
+        row = {"epoch": epoch + 1, "loss": (stats[0] / stats[1].clamp(min=1)).item(),
+               "lr": last_lr, "seconds": time.perf_counter() - t0, **metrics}
+        history.append(row)
+        if select is None:
+            best_epoch = epoch + 1
+        elif best_epoch is None or row[select] > history[best_epoch - 1][select]:
+            best_epoch, best_state = epoch + 1, _cpu_state(model)
+        bar.set_postfix(loss=f"{row['loss']:.3f}")
+        if rank == 0 and log is not None:
+            extra = "".join(f"  {k} {_fmt(v)}" for k, v in metrics.items())
+            log(f"epoch {epoch + 1}/{recipe.epochs}  loss {row['loss']:.3f}  lr {row['lr']:.1e}{extra}  "
+                f"{row['seconds']:.0f} s")
+        if path is not None:
+            rngs = [_rng_state(aug)]
+            if world > 1:
+                rngs = [None] * world
+                dist.all_gather_object(rngs, _rng_state(aug))
+            if rank == 0:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(path.name + ".tmp")
+                torch.save({"fingerprint": fingerprint, "model": model.state_dict(),
+                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                            "order": order.get_state(), "carry": carry, "rng": rngs, "history": history,
+                            "best_epoch": best_epoch, "best_state": best_state}, tmp)
+                os.replace(tmp, path)
+    bar.close()
+    return finish()
+
+
+# ---------------------------------------------------------------------------------- prediction
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, n: int, batch_fn, *, device, batch_size: int = 256) -> np.ndarray:
+    """Logits (n, C) float32 of examples 0..n-1, in order: ``batch_fn(idx)`` turns a LongTensor of
+    indices (up to ``batch_size``) into the model's input batch. Eval mode, no grad, bf16 autocast
+    on CUDA."""
+    device = torch.device(device)
+    model.to(device).eval()
+    out = []
+    for i in range(0, n, batch_size):
+        idx = torch.arange(i, min(i + batch_size, n))
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(batch_fn(idx).to(device))
+        out.append(logits.float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+# ------------------------------------------------------------------------- the Quick tour's front
 
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
         device: torch.device, generator: torch.Generator) -> list[dict]:
-    """Train ``model`` on ``(x, y)`` with Adam and cross-entropy; one log line per epoch.
+    """Train ``model`` on inputs ``x`` (N, ...) and classes ``y`` (N,) with Adam at a constant
+    ``lr`` and cross-entropy (through :func:`train`, fp32); one log line per epoch and a summary.
 
-    ``generator`` decides the batch order, so a seeded run repeats. Returns the per-epoch history.
-    """
-    model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    history = []
-    bar = tqdm(range(1, epochs + 1), desc="training", unit="epoch")
-    for epoch in bar:
-        order = torch.randperm(len(x), generator=generator)
-        total, correct, loss_sum = 0, 0, 0.0
-        for i in range(0, len(x), batch_size):
-            idx = order[i:i + batch_size]
-            xb, yb = x[idx].to(device).float(), y[idx].to(device)
-            logits = model(xb)
-            loss = nn.functional.cross_entropy(logits, yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(1) == yb).sum().item()
-            total += len(idx)
-        history.append({"epoch": epoch, "loss": loss_sum / total, "train_acc": correct / total})
-        bar.set_postfix(loss=f"{loss_sum / total:.3f}")
+    ``generator`` gives the run's seed (one draw), so a seeded run repeats. Returns the per-epoch
+    history: ``{"epoch", "loss", "train_acc"}`` (accuracy of the training batches as they were
+    trained on)."""
+    device = torch.device(device)
+    counts = [0, 0]  # correct, seen: this epoch's training batches
+
+    def step_loss(net, idx, _gen):
+        xb, yb = x[idx].to(device).float(), y[idx].to(device)
+        logits = net(xb)  # (b, C)
+        counts[0] += int((logits.argmax(1) == yb).sum())
+        counts[1] += len(idx)
+        return F.cross_entropy(logits, yb)
+
+    def train_acc(_model):
+        acc = counts[0] / max(1, counts[1])
+        counts[0] = counts[1] = 0
+        return {"train_acc": acc}
+
+    seed = int(torch.randint(2 ** 62, (1,), generator=generator))
+    recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, optimizer="adam", amp=False)
+    out = train(model, step_loss, len(x), recipe, device=device, seed=seed, evaluate=train_acc)
+    history = [{"epoch": h["epoch"], "loss": h["loss"], "train_acc": h["train_acc"]} for h in out["history"]]
     last = history[-1]
     print(f"trained {epochs} epochs on {len(x)} examples: final loss {last['loss']:.3f}, "
           f"train accuracy {100 * last['train_acc']:.1f} %")
     return history
 
 
-@torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, *, device: torch.device, batch_size: int = 256) -> np.ndarray:
-    """Predicted class of each example (eval mode)."""
-    model.to(device).eval()
-    out = [model(x[i:i + batch_size].to(device).float()).argmax(1).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out).numpy()
+    """Predicted class (N,) of each example of ``x`` (N, ...) (eval mode)."""
+    return predict_logits(model, len(x), lambda idx: x[idx].float(), device=device,
+                          batch_size=batch_size).argmax(1)

@@ -1,0 +1,146 @@
+"""Knowledge distillation into the student (TF-SepNet), as the paper's code does it.
+
+loss = lambda * CE(student, label) + (1 - lambda) * T^2 * KL(log_softmax(teacher / T) || log_softmax(student / T))
+
+with lambda = 0.02 and T = 2; the KL takes log-probabilities on both sides (``log_target=True``) and torch's
+``"mean"`` reduction (over batch and classes). With mixup the label term and the KD term are both mixed with
+the same lambda, each against its own (permuted) teacher target (the authors' ``SoftMixUp``).
+
+A student run (:func:`run_student`) trains on a split without its validation recordings (the same ones the
+teachers held out), selects the epoch on them, scores the test split, and writes ``model.pt`` and, last,
+``manifest.json`` (teacher(s), split, configuration, code version, metrics, history) into its own folder
+under ``artifacts/<profile>/students/``. Teacher logits are read through the teachers' manifests
+(:func:`asc_lib.teachers.load_logits`), aligned by clip name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .augment import dir_augment, freq_mixstyle, mixup, mixup_loss
+from .data import SCENES
+from .data.dataset import device_ids, labels, rows
+from .data.synthetic import impulse_responses
+from .features import student_logmel
+from .metrics import macro_accuracy
+from .models.tfsepnet import TFSepNet
+from .paths import artifacts_dir
+from .profiles import StudentSettings
+from .teachers import _scores, data_id, ensemble_logits, ensemble_name, hold_out_recordings
+from .train import predict_logits, train
+
+STUDENT_VERSION = 1
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(teacher || student) on temperature-softened log-probabilities, mean reduction.
+    Both (B, classes); the teacher's side carries no gradient."""
+    s = F.log_softmax(student_logits / temperature, dim=1)
+    t = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
+    return temperature ** 2 * F.kl_div(s, t, reduction="mean", log_target=True)
+
+
+def distill_loss(student_logits, y_a, y_b, lam: float, teacher_a=None, teacher_b=None, *, kd_lambda: float,
+                 temperature: float) -> torch.Tensor:
+    """The student's loss for a (mixed-up) batch: ``kd_lambda * CE + (1 - kd_lambda) * KD``, each term mixed
+    with ``lam`` between the targets of the two mixed items. Without teacher logits: plain (mixed) CE."""
+    ce = mixup_loss(F.cross_entropy, student_logits, y_a, y_b, lam)
+    if teacher_a is None:
+        return ce
+    kd = mixup_loss(lambda s, t: kd_loss(s, t, temperature), student_logits, teacher_a, teacher_b, lam)
+    return kd_lambda * ce + (1 - kd_lambda) * kd
+
+
+def logmel_all(waves, n_mels: int, batch: int = 256) -> torch.Tensor:
+    """Student log-mels (N, 1, n_mels, frames) float32 of 32 kHz ``waves`` (N, T), no augmentation."""
+    return torch.cat([student_logmel(torch.from_numpy(np.asarray(waves[i:i + batch], dtype=np.float32)),
+                                     n_mels=n_mels).unsqueeze(1) for i in range(0, len(waves), batch)])
+
+
+def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataFrame, test_part: pd.DataFrame,
+                w32, manifests: dict, settings: StudentSettings, root: Path, profile: str, seed: int,
+                device, test_feats: torch.Tensor | None = None, progress: bool = True) -> dict:
+    """Train (or reuse) the student on one split: from scratch (``teacher=None``) or distilled from one
+    teacher or the mean-logit ensemble of several (a name or a tuple of names; ``manifests`` maps each
+    teacher name to its manifest for this split). Returns the run's manifest."""
+    members = () if teacher is None else ((teacher,) if isinstance(teacher, str) else tuple(teacher))
+    name = ensemble_name(members) if members else "scratch"
+    teacher_keys = {m: manifests[m]["key"] for m in members}
+    config = {"teacher": name, "teachers": teacher_keys, "split": split, "settings": asdict(settings),
+              "data": data_id(root), "seed": seed, "version": [__version__, STUDENT_VERSION]}
+    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    slug = name.replace("*", "star").replace(" + ", "-").replace("+", "_")
+    folder = artifacts_dir(profile) / "students" / f"{slug}-split{split}-{key}"
+    manifest_path = folder / "manifest.json"
+    if manifest_path.is_file():
+        print(f"student ({name}) split {split}: reusing {folder}", file=sys.stderr)
+        return json.loads(manifest_path.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    train_part, val_part = hold_out_recordings(split_part, settings.val_fraction, seed)
+    tr_rows = rows(meta, train_part)
+    y_tr = torch.from_numpy(labels(train_part).copy())
+    is_a = torch.from_numpy(train_part.device.to_numpy() == "a")
+    targets = (torch.from_numpy(ensemble_logits(manifests, members, "train", train_part.filename.tolist()))
+               if members else None)
+    val_x = logmel_all(w32[rows(meta, val_part)], settings.n_mels)
+    test_x = test_feats if test_feats is not None else logmel_all(w32[rows(meta, test_part)], settings.n_mels)
+    y_val, y_test = labels(val_part), labels(test_part)
+    irs = [torch.from_numpy(ir) for ir in impulse_responses(12, 32000, seed)]
+    dev = torch.device(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = TFSepNet()
+
+    def step_loss(net, idx, generator):
+        wave = torch.from_numpy(np.asarray(w32[tr_rows[idx.numpy()]], dtype=np.float32))
+        if settings.dir_p > 0:
+            wave = dir_augment(wave, is_a[idx], irs, settings.dir_p, generator)
+        x = student_logmel(wave, n_mels=settings.n_mels).unsqueeze(1)  # (B, 1, mels, frames)
+        x = freq_mixstyle(x, settings.mixstyle_alpha, settings.mixstyle_p, generator)
+        y = (y_tr[idx], targets[idx]) if targets is not None else (y_tr[idx],)
+        x, ya, yb, lam = mixup(x, y, settings.mixup_alpha, generator)
+        logits = net(x.to(dev))
+        ya, yb = [t.to(dev) for t in ya], [t.to(dev) for t in yb]
+        return distill_loss(logits, ya[0], yb[0], lam, *(ya[1:] + yb[1:]), kd_lambda=settings.kd_lambda,
+                            temperature=settings.temperature)
+
+    def evaluate(m):
+        val = predict_logits(m, len(val_x), lambda i: val_x[i], device=dev)
+        return {"val_acc": 100 * macro_accuracy(y_val, val.argmax(1), len(SCENES))}
+
+    out = train(model, step_loss, len(train_part), settings.recipe, device=dev, seed=seed, evaluate=evaluate,
+                select="val_acc", workdir=folder, key=key, desc=f"student {name} {split} %", progress=progress,
+                log=lambda line: print(f"  student ({name}) {split:>3} %  {line}"))
+    test = predict_logits(model, len(test_x), lambda i: test_x[i], device=dev)
+    torch.save({"state_dict": model.state_dict()}, folder / "model.pt")
+    np.save(folder / "test_logits.npy", test.astype(np.float32))
+    manifest = {"student": "TF-SepNet", "teacher": name, "split": split, "config": config, "key": key,
+                "code_version": f"asc_lib {__version__}, distill v{STUDENT_VERSION}", "folder": str(folder),
+                "test_files": test_part.filename.tolist(), "best_epoch": out["best_epoch"],
+                "test": _scores(y_test, test, device_ids(test_part)), "history": out["history"],
+                "seconds": time.perf_counter() - t0}
+    tmp = manifest_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, manifest_path)
+    return manifest
+
+
+def load_student(manifest: dict) -> TFSepNet:
+    """The trained student of a run, from its folder."""
+    model = TFSepNet()
+    model.load_state_dict(torch.load(Path(manifest["folder"]) / "model.pt", weights_only=True)["state_dict"])
+    return model.eval()

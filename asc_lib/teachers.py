@@ -1,0 +1,290 @@
+"""The teachers: BEATs fine-tuned three ways on each data fraction, and their ensembles.
+
+=========  ==============================  ==================================================
+row        encoder weights                 trained
+=========  ==============================  ==================================================
+scratch    random (same architecture)      everything (the ``finetune`` recipe)
+SSL*       self-supervised (``SSL``)       a new linear head only, the encoder frozen
+SSL        self-supervised (``SSL``)       everything
+SSL+SL     SSL, then tagged (``SSL+SL``)   everything
+=========  ==============================  ==================================================
+
+Every teacher is :class:`TokenClassifier`: one ``Linear(C, 10)`` applied to every patch token of the
+encoder's last layer, logits averaged over the tokens (the authors' ``PretrainedBEATs``). A training step
+follows the paper's order: DIR on the device-a waveforms, BEATs fbank, Freq-MixStyle, SpecAugment, mixup
+(the ``SSL*`` recipe uses only SpecAugment and mixup, as the authors' ``beats_ssl_star.yaml``).
+
+Model selection. The authors keep the epoch with the best accuracy on their validation file, which is
+the test split (``test.csv``). Here the default holds out whole recordings of the training split as a
+validation set (:func:`hold_out_recordings`); the test split is still scored after every epoch, so a run
+reports both the validation-selected and the test-selected accuracy.
+
+A run (:func:`run_teacher`) writes into its own folder under ``artifacts/<profile>/teachers/``:
+``last.pt`` (resume state of :func:`asc_lib.train.train`), ``model.pt`` (the selected weights),
+``train_logits.npy`` (logits on every clip of the split, no augmentation: the student's targets),
+``test_logits.npy`` and, last, ``manifest.json`` (teacher, split, configuration, code version, clip
+names in row order, metrics and history). A folder with a manifest is complete and is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import __version__
+from .augment import dir_augment, freq_mixstyle, mixup, mixup_loss, spec_augment
+from .data import DEVICES, SCENES
+from .data.dataset import device_ids, labels, rows
+from .data.synthetic import impulse_responses
+from .features import beats_fbank
+from .metrics import class_accuracy, group_accuracy, macro_accuracy
+from .models.beats import BEATs, load_beats_checkpoint
+from .paths import artifacts_dir
+from .profiles import TeacherSettings
+from .train import Recipe, predict_logits, train
+
+TEACHER_VERSION = 1  # bump when a run's results would change
+STRATEGIES = ("scratch", "SSL*", "SSL", "SSL+SL")
+TEACHERS = ("SSL*", "SSL", "SSL+SL")  # the rows that teach the student
+CHECKPOINT_OF = {"scratch": None, "SSL*": "SSL", "SSL": "SSL", "SSL+SL": "SSL+SL"}
+
+
+class TokenClassifier(nn.Module):
+    """A BEATs encoder with a linear head on every token; logits averaged over tokens.
+
+    fbank (B, F, 128) normalised (:func:`asc_lib.features.beats_fbank`) -> logits (B, n_classes).
+    ``frozen=True``: the encoder stays in eval mode, without gradients (the ``SSL*`` teacher).
+    A fine-tuned (tagging) checkpoint's own predictor is dropped: only its encoder is used.
+    """
+
+    def __init__(self, encoder: BEATs, n_classes: int = len(SCENES), frozen: bool = False):
+        super().__init__()
+        encoder.predictor = None
+        self.encoder, self.frozen = encoder, frozen
+        self.head = nn.Linear(encoder.cfg.encoder_embed_dim, n_classes)
+        if frozen:
+            self.encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()
+        return self
+
+    def forward(self, fbank: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            tokens = self.encoder.forward_fbank(fbank)[0]  # (B, T, C)
+        return self.head(tokens).mean(1)  # (B, n_classes)
+
+
+def hold_out_recordings(part: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split ``part`` into (train, validation) by whole 10 s recordings: ``max(1, round(fraction * R))``
+    of its R recordings, drawn at random (seeded), go to validation, so no recording is in both."""
+    recs = np.array(sorted(part.recording.unique()))
+    if len(recs) < 2:
+        raise ValueError(f"cannot hold out a validation recording from a split of {len(recs)} recording(s)")
+    n_val = min(len(recs) - 1, max(1, round(fraction * len(recs))))
+    val = set(np.random.default_rng([seed, 7]).choice(recs, n_val, replace=False))
+    is_val = part.recording.isin(val).to_numpy()
+    return part[~is_val], part[is_val]
+
+
+def recipe_of(strategy: str, settings: TeacherSettings) -> Recipe:
+    return settings.frozen if strategy == "SSL*" else settings.finetune
+
+
+def make_teacher(strategy: str, checkpoints: dict, seed: int, config=None) -> TokenClassifier:
+    """The untrained teacher of ``strategy``: encoder from ``checkpoints[CHECKPOINT_OF[strategy]]`` (a path)
+    or, for ``scratch``, random weights of ``config`` drawn from ``seed`` alone; the head is drawn from
+    ``seed`` too (independent of the global random state)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown teacher strategy {strategy!r}: expected one of {STRATEGIES}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        source = CHECKPOINT_OF[strategy]
+        if source is None:
+            encoder = BEATs(config if config is not None else load_beats_checkpoint(checkpoints["SSL"]).cfg)
+        else:
+            encoder = load_beats_checkpoint(checkpoints[source])
+        return TokenClassifier(encoder, frozen=strategy == "SSL*")
+
+
+class Augmenter:
+    """One training batch for a teacher: waveforms (B, 16000) -> augmented fbank (B, F, 128)."""
+
+    def __init__(self, settings: TeacherSettings, strategy: str, irs):
+        frozen = strategy == "SSL*"
+        self.dir_p = 0.0 if frozen else settings.dir_p
+        self.mixstyle_p = 0.0 if frozen else settings.mixstyle_p
+        self.settings, self.irs = settings, irs
+
+    def __call__(self, wave, is_a, y, generator):
+        s = self.settings
+        if self.dir_p > 0:
+            wave = dir_augment(wave, is_a, self.irs, self.dir_p, generator)
+        x = beats_fbank(wave).transpose(1, 2).unsqueeze(1)  # (B, 1, 128 mel, F frames)
+        if self.mixstyle_p > 0:
+            x = freq_mixstyle(x, s.mixstyle_alpha, self.mixstyle_p, generator)
+        x = spec_augment(x, s.specaug, s.specaug, generator)
+        x, y_a, y_b, lam = mixup(x, y, s.mixup_alpha, generator)
+        return x.squeeze(1).transpose(1, 2), y_a, y_b, lam  # (B, F, 128)
+
+
+def fbank_all(waves, batch: int = 512) -> torch.Tensor:
+    """BEATs fbanks (N, F, 128) of 16 kHz ``waves`` (N, T), no augmentation."""
+    return torch.cat([beats_fbank(torch.from_numpy(np.array(waves[i:i + batch], dtype=np.float32)))
+                      for i in range(0, len(waves), batch)])
+
+
+def _scores(y, logits, devices) -> dict:
+    pred = logits.argmax(1)
+    return {"macro": 100 * macro_accuracy(y, pred, len(SCENES)),
+            "class": dict(zip(SCENES, (100 * class_accuracy(y, pred, len(SCENES))).tolist())),
+            "device": {DEVICES[d]: 100 * a for d, a in group_accuracy(y, pred, devices, len(SCENES)).items()}}
+
+
+def data_id(root: Path) -> str:
+    """A fingerprint of the dataset: its meta.csv and split files."""
+    h = hashlib.sha256()
+    for name in ("meta.csv", "test.csv", "split5.csv", "split10.csv", "split25.csv", "split50.csv", "split100.csv"):
+        h.update((Path(root) / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd.DataFrame,
+                test_part: pd.DataFrame, w16, checkpoints: dict, settings: TeacherSettings, root: Path,
+                profile: str, seed: int, device, test_fbank: torch.Tensor | None = None,
+                progress: bool = True) -> dict:
+    """Train (or reuse) one teacher on one split; return its manifest (see the module docstring)."""
+    recipe = recipe_of(strategy, settings)
+    ckpt_ids = {k: (Path(v).name, Path(v).stat().st_size) for k, v in checkpoints.items()}
+    config = {"strategy": strategy, "split": split, "settings": asdict(settings), "checkpoints": ckpt_ids,
+              "data": data_id(root), "seed": seed, "version": [__version__, TEACHER_VERSION]}
+    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    folder = artifacts_dir(profile) / "teachers" / f"{strategy.replace('*', 'star').replace('+', '_')}-split{split}-{key}"
+    manifest_path = folder / "manifest.json"
+    if manifest_path.is_file():
+        print(f"teacher {strategy} split {split}: reusing {folder}", file=sys.stderr)
+        return json.loads(manifest_path.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    train_part, val_part = hold_out_recordings(split_part, settings.val_fraction, seed)
+    tr_rows = torch.from_numpy(rows(meta, train_part))
+    y_tr = torch.from_numpy(labels(train_part).copy())
+    is_a = torch.from_numpy(train_part.device.to_numpy() == "a")
+    val_fb = fbank_all(w16[rows(meta, val_part)])
+    test_fb = test_fbank if test_fbank is not None else fbank_all(w16[rows(meta, test_part)])
+    y_val, y_test = labels(val_part), labels(test_part)
+    irs = [torch.from_numpy(ir) for ir in impulse_responses(12, 16000, seed)]
+    augment = Augmenter(settings, strategy, irs)
+    model = make_teacher(strategy, checkpoints, seed)
+    dev = torch.device(device)
+
+    def step_loss(net, idx, generator):
+        wave = torch.from_numpy(np.asarray(w16[tr_rows[idx].numpy()], dtype=np.float32))
+        x, y_a, y_b, lam = augment(wave, is_a[idx], y_tr[idx], generator)
+        return mixup_loss(F.cross_entropy, net(x.to(dev)), y_a.to(dev), y_b.to(dev), lam)
+
+    test_logits = {}  # epoch -> test logits, to report the selected epoch without scoring it again
+
+    def evaluate(m):
+        val = predict_logits(m, len(val_fb), lambda i: val_fb[i], device=dev)
+        test = predict_logits(m, len(test_fb), lambda i: test_fb[i], device=dev)
+        test_logits[len(test_logits) + 1] = test
+        return {"val_acc": 100 * macro_accuracy(y_val, val.argmax(1), len(SCENES)),
+                "test_acc": 100 * macro_accuracy(y_test, test.argmax(1), len(SCENES))}
+
+    out = train(model, step_loss, len(train_part), recipe, device=dev, seed=seed, evaluate=evaluate,
+                select="val_acc", workdir=folder, key=key, desc=f"{strategy} {split} %", progress=progress,
+                log=lambda line: print(f"  {strategy:>7} {split:>3} %  {line}"))
+    history, best = out["history"], out["best_epoch"]
+    # logits of the selected weights: on the test split (scored) and on every clip of the split (targets)
+    test = test_logits.get(best)
+    if test is None:  # resumed after the selected epoch: score it again
+        test = predict_logits(model, len(test_fb), lambda i: test_fb[i], device=dev)
+    split_rows = rows(meta, split_part)
+    train_logits = predict_logits(model, len(split_rows),
+                                  lambda i: beats_fbank(torch.from_numpy(np.asarray(w16[split_rows[i.numpy()]],
+                                                                                    dtype=np.float32))),
+                                  device=dev)
+    torch.save({"strategy": strategy, "encoder_cfg": model.encoder.cfg.to_dict(),
+                "state_dict": model.state_dict()}, folder / "model.pt")
+    np.save(folder / "train_logits.npy", train_logits.astype(np.float32))
+    np.save(folder / "test_logits.npy", test.astype(np.float32))
+    manifest = {"teacher": strategy, "split": split, "config": config, "key": key,
+                "code_version": f"asc_lib {__version__}, teachers v{TEACHER_VERSION}",
+                "folder": str(folder), "train_files": split_part.filename.tolist(),
+                "test_files": test_part.filename.tolist(), "val_recordings": sorted(val_part.recording.unique()),
+                "best_epoch": best, "test_selected_epoch": int(np.argmax([h["test_acc"] for h in history])) + 1,
+                "test": _scores(y_test, test, device_ids(test_part)),
+                "val_selected_test_acc": history[best - 1]["test_acc"],
+                "test_selected_test_acc": max(h["test_acc"] for h in history),
+                "history": history, "seconds": time.perf_counter() - t0}
+    tmp = manifest_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, manifest_path)  # written last: marks the run complete
+    return manifest
+
+
+def load_logits(manifest: dict, part: str, files=None) -> np.ndarray:
+    """A teacher's logits on ``part`` ("train" or "test") from its manifest, rows in the order of ``files``
+    (clip names; default the manifest's order). A clip the teacher never saw is a clear error."""
+    folder = Path(manifest["folder"])
+    logits = np.load(folder / f"{part}_logits.npy")
+    names = manifest[f"{part}_files"]
+    if len(names) != len(logits):
+        raise ValueError(f"{folder}: {len(logits)} {part} logits for {len(names)} clips in manifest.json")
+    if files is None:
+        return logits
+    where = {n: i for i, n in enumerate(names)}
+    missing = [f for f in files if f not in where]
+    if missing:
+        raise KeyError(f"{folder}: no {manifest['teacher']} logits for {len(missing)} clip(s), e.g. {missing[0]}")
+    return logits[[where[f] for f in files]]
+
+
+def subsets(names=TEACHERS) -> list[tuple[str, ...]]:
+    """Every non-empty subset of ``names`` (7 for three teachers), singles first."""
+    return [c for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)]
+
+
+def ensemble_name(members) -> str:
+    return " + ".join(members) if len(members) > 1 else members[0]
+
+
+def ensemble_logits(manifests: dict, members, part: str, files=None) -> np.ndarray:
+    """The ensemble of ``members``: the arithmetic mean of their raw logits (the paper's ensemble)."""
+    return np.mean([load_logits(manifests[m], part, files) for m in members], axis=0)
+
+
+def smoke_test(config, device, clips: int = 4, seed: int = 0) -> dict:
+    """One short training step of every strategy on ``clips`` random 1 s clips with the encoder
+    ``config`` (random weights; e.g. the released 12-layer config), on ``device``: exercises the
+    ``full`` path (AMP on GPU) without data or checkpoints. Returns ``{strategy: loss}``."""
+    gen = torch.Generator().manual_seed(seed)
+    wave = torch.randn(clips, 16000, generator=gen) * 0.1
+    y = torch.randint(0, len(SCENES), (clips,), generator=gen)
+    losses = {}
+    for strategy in STRATEGIES:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = TokenClassifier(BEATs(config), frozen=strategy == "SSL*")
+        fb = beats_fbank(wave)
+        recipe = Recipe(epochs=1, batch_size=clips, lr=1e-5, steps_per_epoch=1)
+        out = train(model, lambda net, idx, g: F.cross_entropy(net(fb[idx].to(device)), y[idx].to(device)),
+                    clips, recipe, device=torch.device(device), seed=seed, progress=False, log=lambda s: None)
+        losses[strategy] = out["history"][0]["loss"]
+    return losses

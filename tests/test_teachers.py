@@ -1,0 +1,148 @@
+"""Teachers: the token head, validation hold-out, runs with manifests, logits and ensembles."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from asc_lib import profiles, teachers
+from asc_lib.data import dataset
+from asc_lib.data.tau import read_meta, read_split
+from asc_lib.models.beats import BEATs, released_config, save_beats_checkpoint
+from asc_lib.pretrain import small_config
+from asc_lib.train import Recipe
+
+TINY_BEATS = small_config(encoder_layers=1, encoder_embed_dim=32, encoder_ffn_embed_dim=64,
+                          encoder_attention_heads=2, embed_dim=32, conv_pos=4, conv_pos_groups=4)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ASC_ARTIFACTS", str(tmp_path_factory.mktemp("artifacts")))
+        ci = profiles.get_profile("ci")
+        recipe = Recipe(epochs=2, steps_per_epoch=2, batch_size=8, lr=1e-3)
+        profile = replace(ci, data=replace(ci.data, twin_size="tiny"),
+                          teachers=replace(ci.teachers, frozen=recipe, finetune=replace(recipe, optimizer="adamw")))
+        root = dataset.prepare("", profile, seed=0)
+        folder = tmp_path_factory.mktemp("ckpt")
+        torch.manual_seed(0)
+        ckpts = {"SSL": save_beats_checkpoint(BEATs(TINY_BEATS), folder / "ssl.pt"),
+                 "SSL+SL": save_beats_checkpoint(BEATs(TINY_BEATS), folder / "ssl_sl.pt")}
+        meta = read_meta(root)
+        yield profile, root, meta, ckpts
+
+
+def _run(setup, strategy, split=100, capsys=None):
+    profile, root, meta, ckpts = setup
+    return teachers.run_teacher(strategy, split, meta=meta, split_part=read_split(root, split, meta),
+                                test_part=read_split(root, "test", meta), w16=dataset.waves(meta, 16000, profile),
+                                checkpoints=ckpts, settings=profile.teachers, root=root, profile=profile.name,
+                                seed=0, device="cpu", progress=False)
+
+
+def test_token_head_averages_logits_over_tokens():
+    torch.manual_seed(0)
+    model = teachers.TokenClassifier(BEATs(TINY_BEATS)).eval()
+    fb = torch.randn(3, 98, 128)
+    tokens = model.encoder.forward_fbank(fb)[0]  # (3, 48, C)
+    assert tokens.shape[1] == 48
+    assert torch.allclose(model(fb), model.head(tokens).mean(1), atol=1e-6)
+    assert model(fb).shape == (3, 10)
+
+
+def test_frozen_teacher_trains_only_its_head():
+    torch.manual_seed(0)
+    model = teachers.TokenClassifier(BEATs(TINY_BEATS), frozen=True)
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    model.train()
+    assert not model.encoder.training  # no dropout in the frozen encoder
+    loss = model(torch.randn(2, 98, 128)).sum()
+    loss.backward()
+    assert model.head.weight.grad is not None
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())
+
+
+def test_a_tagging_checkpoint_loses_its_predictor():
+    cfg = replace(TINY_BEATS, finetuned_model=True, predictor_class=5)
+    model = teachers.TokenClassifier(BEATs(cfg))
+    assert model.encoder.predictor is None and model(torch.randn(1, 98, 128)).shape == (1, 10)
+
+
+def test_validation_holds_out_whole_recordings():
+    part = pd.DataFrame({"recording": np.repeat([f"r{i}" for i in range(20)], 10), "filename": np.arange(200)})
+    train, val = teachers.hold_out_recordings(part, 0.1, seed=0)
+    assert val.recording.nunique() == 2 and len(val) == 20 and len(train) == 180
+    assert not set(train.recording) & set(val.recording)
+    again, _ = teachers.hold_out_recordings(part, 0.1, seed=0)
+    assert train.equals(again)
+    _, tiny = teachers.hold_out_recordings(part.iloc[:20], 0.1, seed=0)
+    assert tiny.recording.nunique() == 1  # at least one recording
+    with pytest.raises(ValueError, match="1 recording"):
+        teachers.hold_out_recordings(part.iloc[:10], 0.1, seed=0)
+
+
+def test_unknown_strategy_is_refused():
+    with pytest.raises(ValueError, match="unknown teacher strategy 'SSL2'"):
+        teachers.make_teacher("SSL2", {}, seed=0)
+
+
+def test_subsets_are_the_seven_ensembles():
+    subs = teachers.subsets()
+    assert len(subs) == 7 and subs[:3] == [("SSL*",), ("SSL",), ("SSL+SL",)] and subs[-1] == teachers.TEACHERS
+
+
+def test_run_writes_a_manifest_logits_and_is_reused(setup, capsys):
+    profile, root, meta, _ = setup
+    m = _run(setup, "SSL")
+    folder = teachers.Path(m["folder"])
+    for name in ("manifest.json", "model.pt", "train_logits.npy", "test_logits.npy", "last.pt"):
+        assert (folder / name).is_file(), name
+    split = read_split(root, 100, meta)
+    assert m["train_files"] == split.filename.tolist()
+    assert np.load(folder / "train_logits.npy").shape == (len(split), 10)
+    assert m["teacher"] == "SSL" and m["split"] == 100 and "teachers v" in m["code_version"]
+    assert len(m["history"]) == 2 and 1 <= m["best_epoch"] <= 2
+    assert m["val_selected_test_acc"] == m["history"][m["best_epoch"] - 1]["test_acc"]
+    assert m["test_selected_test_acc"] == max(h["test_acc"] for h in m["history"])
+    assert set(m["test"]["device"]) == set(read_split(root, "test", meta).device)
+    # the test logits are those of the selected epoch
+    test = read_split(root, "test", meta)
+    pred = np.load(folder / "test_logits.npy").argmax(1)
+    from asc_lib.metrics import macro_accuracy
+    assert macro_accuracy(dataset.labels(test), pred, 10) * 100 == pytest.approx(m["test"]["macro"])
+    capsys.readouterr()
+    again = _run(setup, "SSL")
+    assert again == json.loads((folder / "manifest.json").read_text())
+    assert "reusing" in capsys.readouterr().err
+
+
+def test_frozen_run_leaves_the_encoder_as_loaded(setup):
+    m = _run(setup, "SSL*", split=50)
+    state = torch.load(teachers.Path(m["folder"]) / "model.pt", weights_only=True)["state_dict"]
+    loaded = torch.load(setup[3]["SSL"], weights_only=True)["model"]
+    assert all(torch.equal(state[f"encoder.{k}"], v) for k, v in loaded.items())
+
+
+def test_logits_are_read_through_the_manifest_by_clip_name(setup):
+    m = _run(setup, "SSL")
+    files = list(reversed(m["train_files"][:5]))
+    logits = teachers.load_logits(m, "train", files)
+    full = np.load(teachers.Path(m["folder"]) / "train_logits.npy")
+    assert np.array_equal(logits, full[[4, 3, 2, 1, 0]])
+    with pytest.raises(KeyError, match="no SSL logits for 1 clip"):
+        teachers.load_logits(m, "train", ["audio/never-seen.wav"])
+    ens = teachers.ensemble_logits({"SSL": m, "SSL+SL": _run(setup, "SSL+SL")}, ("SSL", "SSL+SL"), "train")
+    other = np.load(teachers.Path(_run(setup, "SSL+SL")["folder"]) / "train_logits.npy")
+    assert np.allclose(ens, (full + other) / 2)
+
+
+def test_full_profile_smoke_step_runs_the_released_architecture():
+    # the real 12-layer config with random weights: one step of each strategy (GPU path on a GPU)
+    losses = teachers.smoke_test(released_config(), "cpu", clips=2)
+    assert set(losses) == set(teachers.STRATEGIES)
+    assert all(np.isfinite(v) and v > 0 for v in losses.values())

@@ -1,0 +1,318 @@
+"""The training loop (asc_lib.train): schedules, batches, selection, determinism, resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from asc_lib.repro import seed_everything  # noqa: E402
+from asc_lib.train import Recipe, lr_at, predict, predict_logits, train  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+def toy(n, seed):
+    """Linearly separable data (the same hyperplane for every seed): x (n, 8), y (n,) in {0, 1}."""
+    w = torch.randn(8, generator=torch.Generator().manual_seed(123))
+    x = torch.randn(n, 8, generator=torch.Generator().manual_seed(seed))
+    return x, (x @ w > 0).long()
+
+
+X, Y = toy(96, seed=0)  # training set
+XV, YV = toy(64, seed=1)  # validation set
+
+
+def mlp(dropout=0.0):
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 2))
+
+
+def ce_step(noise=0.0):
+    """step_loss: cross-entropy on X[idx], plus Gaussian input noise drawn from the generator."""
+    def step(net, idx, gen):
+        xb = X[idx]
+        if noise:
+            xb = xb + noise * torch.randn(xb.shape, generator=gen)
+        return F.cross_entropy(net(xb), Y[idx])
+    return step
+
+
+def val_metrics(model):
+    logits = model(XV)
+    return {"val_acc": (logits.argmax(1) == YV).float().mean().item(), "val_loss": F.cross_entropy(logits, YV).item()}
+
+
+def strip(history):
+    """History without the wall-clock seconds."""
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+def same_weights(a: nn.Module, b: nn.Module | dict) -> bool:
+    sa, sb = a.state_dict(), b if isinstance(b, dict) else b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+RECIPE = Recipe(epochs=4, batch_size=16, lr=1e-2, schedule="warmup_linear", warmup_epochs=1, final_lr_ratio=0.1,
+                weight_decay=0.01)
+
+
+def run(seed=0, recipe=RECIPE, evaluate=val_metrics, select="val_acc", **kw):
+    """Seed, build an MLP with dropout, train with input noise; -> (model, result)."""
+    seed_everything(seed, threads=2)
+    model = mlp(dropout=0.2)
+    out = train(model, ce_step(noise=0.1), len(X), recipe, device=CPU, seed=seed, evaluate=evaluate,
+                select=select, progress=False, log=None, **kw)
+    return model, out
+
+
+# ------------------------------------------------------------------------------------ schedules
+
+def test_warmup_linear_rises_then_decays_to_the_final_ratio():
+    r = Recipe(epochs=10, batch_size=4, lr=1.0, schedule="warmup_linear", warmup_epochs=2, final_lr_ratio=0.1)
+    m = [lr_at(r, s, 5) for s in range(50)]  # 5 steps per epoch: 10 warm-up steps
+    assert m[0] == pytest.approx(0.1) and m[9] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(m[:10], m[1:10]))  # rising over the warm-up
+    assert all(a > b for a, b in zip(m[10:], m[11:]))  # then falling
+    assert m[-1] == pytest.approx(0.1)  # lr * final_lr_ratio at the last step
+    assert all(lr_at(Recipe(epochs=3, batch_size=4, lr=1.0), s, 7) == 1.0 for s in range(21))  # constant
+
+
+def test_cosine_restarts_match_torch_and_restart_at_10_and_30_epochs():
+    r = Recipe(epochs=40, batch_size=4, lr=1.0, schedule="cosine_restarts", restart_epochs=10, restart_mult=2)
+    spe = 4
+    m = [lr_at(r, s, spe) for s in range(40 * spe)]
+    assert m[0] == 1.0 and m[10 * spe] == 1.0 and m[30 * spe] == 1.0  # restarts
+    assert m[10 * spe - 1] < 0.01 and m[30 * spe - 1] < 0.01  # just before them: near 0
+    assert m[5 * spe] == pytest.approx(0.5) and m[20 * spe] == pytest.approx(0.5)  # half-way: 10 + 20/2
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=10, T_mult=2)
+    ref = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for s in range(40 * spe):
+            sched.step(s / spe)  # fractional epochs, as torch documents for per-batch stepping
+            ref.append(sched.get_last_lr()[0])
+    np.testing.assert_allclose(m, ref, atol=1e-9)
+
+
+# -------------------------------------------------------------------------------------- batches
+
+def batches_seen(recipe, n=10):
+    seen = []
+
+    def step(net, idx, gen):
+        seen.append(idx.clone())
+        return net(torch.ones(len(idx), 1)).pow(2).mean()
+
+    train(nn.Linear(1, 1), step, n, recipe, device=CPU, seed=0, progress=False, log=None)
+    return seen
+
+
+def test_steps_per_epoch_is_a_fixed_budget_of_full_batches():
+    seen = batches_seen(Recipe(epochs=2, batch_size=4, lr=1e-3, steps_per_epoch=7))
+    assert len(seen) == 14 and all(len(b) == 4 for b in seen)
+    stream = torch.cat(seen)
+    assert sorted(stream[:10].tolist()) == list(range(10))  # the stream is made of whole passes
+    assert sorted(stream[10:20].tolist()) == list(range(10))
+
+
+def test_an_epoch_is_one_pass_by_default():
+    seen = batches_seen(Recipe(epochs=2, batch_size=4, lr=1e-3))
+    assert [len(b) for b in seen] == [4, 4, 2] * 2
+    for e in range(2):
+        assert sorted(torch.cat(seen[3 * e:3 * e + 3]).tolist()) == list(range(10))
+    assert not torch.equal(torch.cat(seen[:3]), torch.cat(seen[3:]))  # reshuffled each epoch
+
+
+# ---------------------------------------------------------------------------- learning, selection
+
+def test_a_small_mlp_learns_separable_data():
+    seed_everything(0, threads=2)
+    model = mlp()
+    before = val_metrics(model)["val_acc"]
+    lines = []
+    out = train(model, ce_step(), len(X), Recipe(epochs=6, batch_size=16, lr=1e-2, optimizer="adam"),
+                device=CPU, seed=0, evaluate=val_metrics, progress=False, log=lines.append)
+    h = out["history"]
+    assert [e["epoch"] for e in h] == list(range(1, 7)) and out["best_epoch"] == 6  # select=None: last
+    assert h[-1]["loss"] < 0.5 * h[0]["loss"]
+    assert h[-1]["val_acc"] >= 0.85 and h[-1]["val_acc"] > before + 0.2
+    assert len(lines) == 6 and lines[0].startswith("epoch 1/6  loss ") and "  val_acc " in lines[0]
+    assert h[0]["lr"] == pytest.approx(1e-2)
+
+
+def test_select_keeps_the_first_best_epoch_and_its_weights():
+    scores, snapshots = iter([0.1, 0.5, 0.3, 0.5]), []
+
+    def scripted(model):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"score": next(scores)}
+
+    model, out = run(evaluate=scripted, select="score")
+    assert out["best_epoch"] == 2 and out["best"] == out["history"][1]
+    assert [h["score"] for h in out["history"]] == [0.1, 0.5, 0.3, 0.5]
+    assert same_weights(model, snapshots[1]) and not same_weights(model, snapshots[3])
+
+
+# ------------------------------------------------------------------------- determinism and resume
+
+def test_two_runs_with_the_same_seed_are_identical():
+    m1, o1 = run(seed=0)
+    m2, o2 = run(seed=0)
+    m3, o3 = run(seed=1)
+    assert strip(o1["history"]) == strip(o2["history"]) and same_weights(m1, m2)
+    assert strip(o1["history"]) != strip(o3["history"])
+
+
+STREAM = Recipe(epochs=4, batch_size=16, lr=1e-2, schedule="cosine_restarts", restart_epochs=1, steps_per_epoch=5)
+
+
+@pytest.mark.parametrize("recipe", [RECIPE, STREAM], ids=["one_pass", "fixed_steps"])
+def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, capsys, recipe):
+    """Dropout (global RNG), input noise (the augmentation generator), the batch order and, with a
+    fixed steps_per_epoch, the indices drawn but not used yet, all carry over."""
+    full_model, full = run(recipe=recipe, workdir=tmp_path / "full")
+    calls = []
+
+    def interrupted(model):
+        calls.append(1)
+        if len(calls) == 3:  # after epoch 3's training, before its checkpoint
+            raise KeyboardInterrupt
+        return val_metrics(model)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(recipe=recipe, evaluate=interrupted, workdir=tmp_path / "cut")
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["history"][-1]["epoch"] == 2
+    capsys.readouterr()
+    model, out = run(recipe=recipe, workdir=tmp_path / "cut")
+    assert "resuming after epoch 2/4" in capsys.readouterr().err
+    assert strip(out["history"]) == strip(full["history"]) and out["best_epoch"] == full["best_epoch"]
+    assert same_weights(model, full_model)
+    # a finished run returns at once, with the best weights
+    steps = []
+    seed_everything(0, threads=2)
+    again = mlp(dropout=0.2)
+    out2 = train(again, lambda net, idx, g: steps.append(1), len(X), recipe, device=CPU, seed=0,
+                 evaluate=val_metrics, select="val_acc", workdir=tmp_path / "cut", progress=False, log=None)
+    assert steps == [] and strip(out2["history"]) == strip(full["history"]) and same_weights(again, full_model)
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path, capsys):
+    run(workdir=tmp_path)
+    first = torch.load(tmp_path / "last.pt", weights_only=True)["fingerprint"]
+    capsys.readouterr()
+    steps = []
+
+    def counting(model):
+        steps.append(1)
+        return val_metrics(model)
+
+    model, out = run(workdir=tmp_path, key="another teacher", evaluate=counting)
+    assert "starting afresh" in capsys.readouterr().err
+    assert len(steps) == RECIPE.epochs  # every epoch trained again
+    fresh_model, fresh = run()
+    assert strip(out["history"]) == strip(fresh["history"]) and same_weights(model, fresh_model)
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["fingerprint"] != first  # overwritten
+
+
+# ---------------------------------------------------------------------------------------- params
+
+def test_params_restricts_what_is_trained():
+    seed_everything(0, threads=2)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    encoder = {k: v.clone() for k, v in model[0].state_dict().items()}
+    head = {k: v.clone() for k, v in model[2].state_dict().items()}
+    r = Recipe(epochs=2, batch_size=16, lr=1e-2, weight_decay=0.1)
+    train(model, ce_step(), len(X), r, device=CPU, seed=0, params=model[2].parameters(), progress=False, log=None)
+    assert same_weights(model[0], encoder)  # frozen, although it requires grad
+    assert not same_weights(model[2], head)
+    train(model, ce_step(), len(X), r, device=CPU, seed=0, progress=False, log=None)
+    assert not same_weights(model[0], encoder)  # by default: everything
+
+
+# ------------------------------------------------------------------------------------------- DDP
+
+def ddp_case(workdir=None) -> dict:
+    """The run compared between 1 and 2 processes: no batch-dependent layer, a deterministic loss,
+    32 examples in batches of 8 (every share has 4). Records the size of every share it trains on."""
+    seed_everything(0, threads=1)
+    model = mlp()
+    lines, seen, ce = [], [], ce_step()
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+    def step(net, idx, gen):
+        seen.append(len(idx))
+        return ce(net, idx, gen)
+
+    r = Recipe(epochs=3, batch_size=8, lr=1e-2, schedule="warmup_linear", warmup_epochs=1, final_lr_ratio=0.1)
+    out = train(model, step, 32, r, device=CPU, seed=0, evaluate=lambda m: {"rank": rank}, workdir=workdir,
+                progress=False, log=lines.append)
+    weights = torch.cat([p.detach().flatten() for p in model.parameters()]).tolist()
+    return {"loss": [h["loss"] for h in out["history"]], "rank": [h["rank"] for h in out["history"]],
+            "weights": weights, "lines": lines, "seen": seen}
+
+
+DDP_SCRIPT = """
+import json, os, sys
+sys.path[:0] = [{root!r}, {here!r}]
+import torch.distributed as dist
+from test_train import ddp_case
+dist.init_process_group("gloo")
+out = ddp_case({work!r})
+json.dump(out, open(os.path.join({out!r}, f"rank{{dist.get_rank()}}.json"), "w"))
+dist.destroy_process_group()
+"""
+
+
+def test_two_gloo_processes_match_one(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(root=str(ROOT), here=str(HERE), work=str(tmp_path / "work"), out=str(tmp_path)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(script)], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))
+    one = ddp_case()
+    assert r0["loss"] == r1["loss"] and r0["weights"] == r1["weights"]  # all-reduced, replicas in step
+    assert r0["rank"] == r1["rank"] == [0.0] * 3  # rank 0's metrics, on every rank
+    np.testing.assert_allclose(r0["loss"], one["loss"], rtol=1e-5)
+    np.testing.assert_allclose(r0["weights"], one["weights"], rtol=1e-4, atol=1e-6)
+    assert r0["seen"] == r1["seen"] == [4] * 12 and one["seen"] == [8] * 12  # each rank: half of each batch
+    assert len(r0["lines"]) == 3 and r1["lines"] == []  # only rank 0 logs
+    ck = torch.load(tmp_path / "work" / "last.pt", weights_only=True)
+    assert len(ck["rng"]) == 2 and len(ck["history"]) == 3  # every rank's random states, saved by rank 0
+
+
+# ------------------------------------------------------------------------------------ prediction
+
+def test_predict_logits_keeps_the_order():
+    torch.manual_seed(0)
+    model = nn.Linear(8, 3)
+    asked = []
+
+    def batch_fn(idx):
+        asked.append(idx.clone())
+        return X[idx]
+
+    logits = predict_logits(model, 10, batch_fn, device=CPU, batch_size=3)
+    assert logits.shape == (10, 3) and logits.dtype == np.float32
+    assert [len(i) for i in asked] == [3, 3, 3, 1] and torch.cat(asked).tolist() == list(range(10))
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, model(X[:10]).numpy(), rtol=1e-6)
+    assert np.array_equal(predict(model, X[:10], device=CPU, batch_size=4), logits.argmax(1))
+    assert not model.training
