@@ -70,3 +70,24 @@ def complexity_table(models: dict[str, nn.Module], inputs: dict[str, tuple[int, 
                              fits_memory_int8=int8 <= MAX_PARAM_BYTES, fits_memory_fp16=fp16 <= MAX_PARAM_BYTES,
                              fits_macs=macs <= MAX_MACS))
     return pd.DataFrame(rows)
+
+
+def layer_shapes(model: nn.Module, input_shape: tuple[int, ...], containers=("conv_layers", "middle_layers")):
+    """``(name, output shape without the batch, parameters)`` of each layer of ``model``: the children of
+    the ``containers`` (in order), then every other child; for :func:`asc_lib.plots.layer_chain`."""
+    import torch
+
+    layers = [m for c in containers for m in getattr(model, c)]
+    layers += [m for n, m in model.named_children() if n not in containers]
+    out, hooks = [], []
+    for m in layers:
+        name = {"ResNorm": "N", "MaxPool2d": "M"}.get(type(m).__name__, type(m).__name__)
+        hooks.append(m.register_forward_hook(
+            lambda mod, args, y, name=name: out.append((name, tuple(y.shape[1:]), count_params(mod)))))
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    return out

@@ -132,3 +132,20 @@ def heatmap(table, title: str = "", fmt: str = ".1f", cmap: str = "viridis"):
     sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, cbar=False, ax=ax)
     ax.set(title=title, ylabel="")
     return fig
+
+
+def layer_chain(layers, title: str = ""):
+    """A network as a chain of boxes, one per layer: ``layers`` is a list of (name, output shape (C, F, T),
+    parameters); box height grows with the channels, and each box is labelled with its output shape."""
+    fig, ax = plt.subplots(figsize=(max(8, 0.62 * len(layers)), 3.4), layout="constrained")
+    top = max(np.log2(shape[0] + 1) for _, shape, _ in layers)
+    for i, (name, shape, params) in enumerate(layers):
+        h = np.log2(shape[0] + 1) / top
+        colour = {"N": "0.85", "M": "tab:orange"}.get(name[0], "tab:blue")
+        ax.add_patch(plt.Rectangle((i, -h / 2), 0.8, h, color=colour, alpha=0.8))
+        ax.text(i + 0.4, h / 2 + 0.04, name, ha="center", va="bottom", fontsize=7, rotation=90)
+        ax.text(i + 0.4, -h / 2 - 0.04, "×".join(map(str, shape)) + (f"\n{params:,} p" if params else ""),
+                ha="center", va="top", fontsize=6, rotation=90)
+    ax.set(xlim=(-0.2, len(layers)), ylim=(-1.6, 1.5), title=title)
+    ax.axis("off")
+    return fig

@@ -63,6 +63,8 @@ class TeacherSettings:
     mixstyle_p: float = 0.4
     dir_p: float = 0.6
     specaug: float = 0.2  # SpecAugment mask size, a proportion of each axis
+    test_monitor: float = 1.0  # share of the test recordings scored after every epoch (selection study)
+    cache_inputs: bool = False  # keep every clip's fbank (and the frozen encoder's tokens) in memory
 
 
 @dataclass(frozen=True)
@@ -106,9 +108,9 @@ PROFILES = {
         beats=BeatsSettings(pretrain_epochs=8, pretrain_batch_size=64, pretrain_lr=1e-3, mask_ratio=0.75,
                             sl_epochs=3, sl_lr=5e-4, probe_split=5, probe_steps=500),
         teachers=TeacherSettings(
-            splits=(5, 10, 25, 50, 100), val_fraction=0.1,
-            frozen=Recipe(epochs=3, steps_per_epoch=16, batch_size=32, lr=1e-3, optimizer="adam"),
-            finetune=Recipe(epochs=3, steps_per_epoch=16, batch_size=32, lr=3e-4, optimizer="adamw",
+            splits=(5, 10, 25, 50, 100), val_fraction=0.1, test_monitor=1 / 3, cache_inputs=True,
+            frozen=Recipe(epochs=3, steps_per_epoch=32, batch_size=32, lr=1e-2, optimizer="adam"),
+            finetune=Recipe(epochs=3, steps_per_epoch=16, batch_size=32, lr=5e-4, optimizer="adamw",
                             betas=(0.9, 0.98), weight_decay=0.01, schedule="warmup_linear", warmup_epochs=0.5,
                             final_lr_ratio=0.005)),
         student=StudentSettings(

@@ -101,6 +101,16 @@ def hold_out_recordings(part: pd.DataFrame, fraction: float, seed: int) -> tuple
     return part[~is_val], part[is_val]
 
 
+def monitor_rows(test_part: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
+    """Positions in ``test_part`` of the clips scored after every epoch: all of them when ``fraction``
+    is 1, else the clips of a seeded random ``fraction`` of the test recordings."""
+    if fraction >= 1:
+        return np.arange(len(test_part))
+    recs = np.array(sorted(test_part.recording.unique()))
+    pick = np.random.default_rng([seed, 11]).choice(recs, max(1, round(fraction * len(recs))), replace=False)
+    return np.flatnonzero(test_part.recording.isin(pick).to_numpy())
+
+
 def recipe_of(strategy: str, settings: TeacherSettings) -> Recipe:
     return settings.frozen if strategy == "SSL*" else settings.finetune
 
@@ -155,6 +165,39 @@ def _scores(y, logits, devices) -> dict:
             "device": {DEVICES[d]: 100 * a for d, a in group_accuracy(y, pred, devices, len(SCENES)).items()}}
 
 
+class TeacherInputs:
+    """What the teachers see of the clips (rows of ``meta``, 16 kHz ``w16``) without augmentation, shared
+    by all runs: BEATs fbanks and, for the frozen SSL* encoder, its last-layer tokens. With ``cache``
+    (the small ``ci`` data) both are computed once for every clip and kept in memory; without it (TAU22:
+    230,350 clips) they are computed batch by batch when needed."""
+
+    def __init__(self, w16, cache: bool = True):
+        self.w16, self.cache = w16, cache
+        self._fbank, self._tokens = None, {}
+
+    def fbank(self, idx) -> torch.Tensor:
+        """Fbanks (n, F, 128) of the clips at rows ``idx``."""
+        idx = np.asarray(idx)
+        if not self.cache:
+            return fbank_all(self.w16[idx])
+        if self._fbank is None:
+            self._fbank = fbank_all(self.w16)
+        return self._fbank[torch.from_numpy(idx)]
+
+    def tokens(self, encoder: BEATs, key: str, device) -> torch.Tensor | None:
+        """Last-layer tokens (N, T, C) of every clip through the frozen ``encoder`` (``key`` names its
+        weights), or ``None`` without caching."""
+        if not self.cache:
+            return None
+        if key not in self._tokens:
+            fb = self.fbank(np.arange(len(self.w16)))
+            encoder.to(device).eval()
+            with torch.no_grad():
+                self._tokens[key] = torch.cat([encoder.forward_fbank(fb[i:i + 64].to(device))[0].cpu()
+                                               for i in range(0, len(fb), 64)])
+        return self._tokens[key]
+
+
 def data_id(root: Path) -> str:
     """A fingerprint of the dataset: its meta.csv and split files."""
     h = hashlib.sha256()
@@ -165,7 +208,7 @@ def data_id(root: Path) -> str:
 
 def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd.DataFrame,
                 test_part: pd.DataFrame, w16, checkpoints: dict, settings: TeacherSettings, root: Path,
-                profile: str, seed: int, device, test_fbank: torch.Tensor | None = None,
+                profile: str, seed: int, device, inputs: TeacherInputs | None = None,
                 progress: bool = True) -> dict:
     """Train (or reuse) one teacher on one split; return its manifest (see the module docstring)."""
     recipe = recipe_of(strategy, settings)
@@ -185,8 +228,8 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
     tr_rows = torch.from_numpy(rows(meta, train_part))
     y_tr = torch.from_numpy(labels(train_part).copy())
     is_a = torch.from_numpy(train_part.device.to_numpy() == "a")
-    val_fb = fbank_all(w16[rows(meta, val_part)])
-    test_fb = test_fbank if test_fbank is not None else fbank_all(w16[rows(meta, test_part)])
+    inputs = inputs if inputs is not None else TeacherInputs(w16, cache=False)
+    val_rows, test_rows, split_rows = rows(meta, val_part), rows(meta, test_part), rows(meta, split_part)
     y_val, y_test = labels(val_part), labels(test_part)
     irs = [torch.from_numpy(ir) for ir in impulse_responses(12, 16000, seed)]
     augment = Augmenter(settings, strategy, irs)
@@ -198,28 +241,41 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
         x, y_a, y_b, lam = augment(wave, is_a[idx], y_tr[idx], generator)
         return mixup_loss(F.cross_entropy, net(x.to(dev)), y_a.to(dev), y_b.to(dev), lam)
 
-    test_logits = {}  # epoch -> test logits, to report the selected epoch without scoring it again
+    # the test split is scored after every epoch on a fixed share of its recordings (all of them in
+    # ``full``), only to compare the authors' test-selected epoch with the validation-selected one
+    mon = monitor_rows(test_part, settings.test_monitor, seed)
+    y_mon = y_test[mon]
+    monitored = {}  # epoch -> logits on the monitored test clips
+    tokens = inputs.tokens(model.encoder, str(checkpoints["SSL"]), dev) if strategy == "SSL*" else None
+
+    def score(m, r):
+        """Logits of ``m`` on the clips at rows ``r`` of ``meta`` (eval mode, no augmentation)."""
+        if tokens is not None:  # the frozen encoder's tokens never change: only the head runs
+            with torch.no_grad():
+                return m.head(tokens[torch.from_numpy(r)].to(dev)).mean(1).float().cpu().numpy()
+        return predict_logits(m, len(r), lambda i: inputs.fbank(r[i.numpy()]), device=dev, batch_size=64)
 
     def evaluate(m):
-        val = predict_logits(m, len(val_fb), lambda i: val_fb[i], device=dev)
-        test = predict_logits(m, len(test_fb), lambda i: test_fb[i], device=dev)
-        test_logits[len(test_logits) + 1] = test
-        return {"val_acc": 100 * macro_accuracy(y_val, val.argmax(1), len(SCENES)),
-                "test_acc": 100 * macro_accuracy(y_test, test.argmax(1), len(SCENES))}
+        val = score(m, val_rows)
+        test = score(m, test_rows[mon])
+        monitored[len(monitored) + 1] = test
+        return {"val_loss": F.cross_entropy(torch.from_numpy(val), torch.from_numpy(y_val)).item(),
+                "val_acc": 100 * macro_accuracy(y_val, val.argmax(1), len(SCENES)),
+                "test_acc": 100 * macro_accuracy(y_mon, test.argmax(1), len(SCENES))}
 
     out = train(model, step_loss, len(train_part), recipe, device=dev, seed=seed, evaluate=evaluate,
-                select="val_acc", workdir=folder, key=key, desc=f"{strategy} {split} %", progress=progress,
-                log=lambda line: print(f"  {strategy:>7} {split:>3} %  {line}"))
+                select="val_loss", mode="min", workdir=folder, key=key, desc=f"{strategy} {split} %",
+                progress=progress, log=lambda line: print(f"  {strategy:>7} {split:>3} %  {line}"))
     history, best = out["history"], out["best_epoch"]
-    # logits of the selected weights: on the test split (scored) and on every clip of the split (targets)
-    test = test_logits.get(best)
-    if test is None:  # resumed after the selected epoch: score it again
-        test = predict_logits(model, len(test_fb), lambda i: test_fb[i], device=dev)
-    split_rows = rows(meta, split_part)
-    train_logits = predict_logits(model, len(split_rows),
-                                  lambda i: beats_fbank(torch.from_numpy(np.asarray(w16[split_rows[i.numpy()]],
-                                                                                    dtype=np.float32))),
-                                  device=dev)
+    # logits of the selected weights: on the whole test split (scored) and on every clip of the split
+    # (the student's targets; not for the scratch row, which teaches nobody)
+    test = monitored.get(best) if len(mon) == len(test_part) else None
+    if test is None:
+        model.eval()
+        test = score(model, test_rows)
+    model.eval()
+    train_logits = (score(model, split_rows) if strategy in TEACHERS
+                    else np.zeros((0, len(SCENES)), dtype=np.float32))
     torch.save({"strategy": strategy, "encoder_cfg": model.encoder.cfg.to_dict(),
                 "state_dict": model.state_dict()}, folder / "model.pt")
     np.save(folder / "train_logits.npy", train_logits.astype(np.float32))
@@ -228,7 +284,7 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
                 "code_version": f"asc_lib {__version__}, teachers v{TEACHER_VERSION}",
                 "folder": str(folder), "train_files": split_part.filename.tolist(),
                 "test_files": test_part.filename.tolist(), "val_recordings": sorted(val_part.recording.unique()),
-                "best_epoch": best, "test_selected_epoch": int(np.argmax([h["test_acc"] for h in history])) + 1,
+                "monitored_test_clips": len(mon), "best_epoch": best, "test_selected_epoch": int(np.argmax([h["test_acc"] for h in history])) + 1,
                 "test": _scores(y_test, test, device_ids(test_part)),
                 "val_selected_test_acc": history[best - 1]["test_acc"],
                 "test_selected_test_acc": max(h["test_acc"] for h in history),

@@ -167,7 +167,7 @@ def _fmt(v) -> str:
 # ------------------------------------------------------------------------------------- train
 
 def train(model: nn.Module, step_loss, n_train: int, recipe: Recipe, *, device, seed: int,
-          evaluate=None, select: str | None = None, workdir: Path | None = None, key: str = "",
+          evaluate=None, select: str | None = None, mode: str = "max", workdir: Path | None = None, key: str = "",
           params=None, desc: str = "training", log=print, progress: bool = True) -> dict:
     """Train ``model`` in place on ``n_train`` examples with ``recipe``; return its history.
 
@@ -185,8 +185,8 @@ def train(model: nn.Module, step_loss, n_train: int, recipe: Recipe, *, device, 
     eval mode under ``no_grad`` on every rank (rank 0's values are broadcast and kept). The history
     entry is ``{"epoch" (1-based), "loss" (mean over the epoch's examples, all ranks), "lr" (at the
     epoch's last step, first parameter group), "seconds" (since the start), **metrics}``; rank 0
-    logs it in one line through ``log``. The best epoch is the first maximum of
-    ``metrics[select]`` (the last epoch when ``select`` is None); at the end the model holds its
+    logs it in one line through ``log``. The best epoch is the first maximum (``mode="min"``:
+    minimum) of ``metrics[select]`` (the last epoch when ``select`` is None); at the end the model holds its
     weights and is in eval mode.
 
     With ``workdir``, rank 0 writes ``workdir/last.pt`` after every epoch (atomically): model,
@@ -201,6 +201,9 @@ def train(model: nn.Module, step_loss, n_train: int, recipe: Recipe, *, device, 
     rank, world = _dist()
     if select is not None and evaluate is None:
         raise ValueError(f"train: select={select!r} needs an evaluate function")
+    if mode not in ("max", "min"):
+        raise ValueError(f"train: mode must be 'max' or 'min', got {mode!r}")
+    sign = 1 if mode == "max" else -1
     if n_train < world:
         raise ValueError(f"train: {n_train} training examples for {world} processes")
     model.to(device)
@@ -290,7 +293,7 @@ def train(model: nn.Module, step_loss, n_train: int, recipe: Recipe, *, device, 
         history.append(row)
         if select is None:
             best_epoch = epoch + 1
-        elif best_epoch is None or row[select] > history[best_epoch - 1][select]:
+        elif best_epoch is None or sign * row[select] > sign * history[best_epoch - 1][select]:
             best_epoch, best_state = epoch + 1, _cpu_state(model)
         bar.set_postfix(loss=f"{row['loss']:.3f}")
         if rank == 0 and log is not None:

@@ -146,3 +146,22 @@ def test_full_profile_smoke_step_runs_the_released_architecture():
     losses = teachers.smoke_test(released_config(), "cpu", clips=2)
     assert set(losses) == set(teachers.STRATEGIES)
     assert all(np.isfinite(v) and v > 0 for v in losses.values())
+
+
+def test_cached_inputs_give_the_same_teacher(setup):
+    # the ci profile keeps fbanks and the frozen encoder's tokens in memory; the result must not change
+    profile, root, meta, ckpts = setup
+    cached = replace(profile.teachers, cache_inputs=True)
+    w16 = dataset.waves(meta, 16000, profile)
+    m = teachers.run_teacher("SSL*", 50, meta=meta, split_part=read_split(root, 50, meta),
+                             test_part=read_split(root, "test", meta), w16=w16, checkpoints=ckpts,
+                             settings=cached, root=root, profile=profile.name, seed=0, device="cpu",
+                             progress=False, inputs=teachers.TeacherInputs(w16, cache=True))
+    plain = teachers.run_teacher("SSL*", 50, meta=meta, split_part=read_split(root, 50, meta),
+                                 test_part=read_split(root, "test", meta), w16=w16, checkpoints=ckpts,
+                                 settings=replace(cached, cache_inputs=False), root=root, profile=profile.name,
+                                 seed=0, device="cpu", progress=False)
+    assert m["key"] != plain["key"]
+    assert [h["val_loss"] for h in m["history"]] == pytest.approx([h["val_loss"] for h in plain["history"]], abs=1e-5)
+    assert m["test"]["macro"] == pytest.approx(plain["test"]["macro"])
+    assert np.allclose(teachers.load_logits(m, "train"), teachers.load_logits(plain, "train"), atol=1e-4)

@@ -169,6 +169,14 @@ def test_select_keeps_the_first_best_epoch_and_its_weights():
     assert same_weights(model, snapshots[1]) and not same_weights(model, snapshots[3])
 
 
+def test_select_can_minimise_a_loss():
+    scores = iter([0.9, 0.4, 0.6, 0.4])
+    _, out = run(evaluate=lambda m: {"val_loss": next(scores)}, select="val_loss", mode="min")
+    assert out["best_epoch"] == 2
+    with pytest.raises(ValueError, match="mode must be"):
+        run(evaluate=lambda m: {"val_loss": 0.0}, select="val_loss", mode="lowest")
+
+
 # ------------------------------------------------------------------------- determinism and resume
 
 def test_two_runs_with_the_same_seed_are_identical():
