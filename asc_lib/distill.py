@@ -119,13 +119,14 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
                             temperature=settings.temperature)
 
     def evaluate(m):
-        val = predict_logits(m, len(val_x), lambda i: val_x[i], device=dev)
-        return {"val_acc": 100 * macro_accuracy(y_val, val.argmax(1), len(SCENES))}
+        val = predict_logits(m, len(val_x), lambda i: val_x[i], device=dev, batch_size=128)
+        return {"val_loss": F.cross_entropy(torch.from_numpy(val), torch.from_numpy(y_val)).item(),
+                "val_acc": 100 * macro_accuracy(y_val, val.argmax(1), len(SCENES))}
 
     out = train(model, step_loss, len(train_part), settings.recipe, device=dev, seed=seed, evaluate=evaluate,
-                select="val_acc", workdir=folder, key=key, desc=f"student {name} {split} %", progress=progress,
+                select="val_loss", mode="min", workdir=folder, key=key, desc=f"student {name} {split} %", progress=progress,
                 log=lambda line: print(f"  student ({name}) {split:>3} %  {line}"))
-    test = predict_logits(model, len(test_x), lambda i: test_x[i], device=dev)
+    test = predict_logits(model, len(test_x), lambda i: test_x[i], device=dev, batch_size=128)
     torch.save({"state_dict": model.state_dict()}, folder / "model.pt")
     np.save(folder / "test_logits.npy", test.astype(np.float32))
     manifest = {"student": "TF-SepNet", "teacher": name, "split": split, "config": config, "key": key,
@@ -135,8 +136,8 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
                 "seconds": time.perf_counter() - t0}
     tmp = manifest_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, manifest_path)
-    return manifest
+    os.replace(tmp, manifest_path)  # written last: marks the run complete
+    return json.loads(manifest_path.read_text())  # as a later call reads it
 
 
 def load_student(manifest: dict) -> TFSepNet:

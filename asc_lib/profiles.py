@@ -114,9 +114,9 @@ PROFILES = {
                             betas=(0.9, 0.98), weight_decay=0.01, schedule="warmup_linear", warmup_epochs=0.5,
                             final_lr_ratio=0.005)),
         student=StudentSettings(
-            splits=(5, 10, 25, 50, 100), n_mels=128, val_fraction=0.1, calibration_clips=256,
-            recipe=Recipe(epochs=3, steps_per_epoch=16, batch_size=32, lr=4e-3, optimizer="adam",
-                          schedule="cosine_restarts", restart_epochs=10, restart_mult=2)),
+            splits=(5, 10, 25, 50, 100), n_mels=64, val_fraction=0.1, calibration_clips=256,
+            recipe=Recipe(epochs=3, steps_per_epoch=12, batch_size=64, lr=4e-3, optimizer="adam",
+                          schedule="cosine_restarts", restart_epochs=3, restart_mult=2)),
     ),
     "full": Profile(
         name="full",

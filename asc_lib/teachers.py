@@ -292,7 +292,7 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
     tmp = manifest_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, manifest_path)  # written last: marks the run complete
-    return manifest
+    return json.loads(manifest_path.read_text())  # as a later call reads it
 
 
 def load_logits(manifest: dict, part: str, files=None) -> np.ndarray:

@@ -1,0 +1,81 @@
+"""Distillation: the KD loss as the paper defines it, and student runs fed by teacher manifests."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from asc_lib import distill
+from asc_lib.data import dataset
+from asc_lib.data.tau import read_split
+from asc_lib.train import Recipe
+from test_teachers import _run, setup  # noqa: F401  (the tiny twin and tiny BEATs checkpoints)
+
+
+def test_kd_loss_is_t_squared_kl_with_log_targets_and_mean_reduction():
+    torch.manual_seed(0)
+    s, t = torch.randn(4, 10), torch.randn(4, 10)
+    p_t, p_s = F.softmax(t / 2, 1), F.softmax(s / 2, 1)
+    by_hand = 4 * (p_t * (p_t.log() - p_s.log())).sum() / s.numel()  # "mean": over batch and classes
+    assert distill.kd_loss(s, t, 2.0).item() == pytest.approx(by_hand.item(), rel=1e-5)
+    assert distill.kd_loss(t, t, 2.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_teacher_side_gets_no_gradient_and_lambda_weights_the_terms():
+    s = torch.randn(3, 10, requires_grad=True)
+    t = torch.randn(3, 10, requires_grad=True)
+    y = torch.tensor([0, 1, 2])
+    loss = distill.distill_loss(s, y, y, 1.0, t, t, kd_lambda=0.02, temperature=2.0)
+    loss.backward()
+    assert t.grad is None and s.grad is not None
+    ce, kd = F.cross_entropy(s, y), distill.kd_loss(s, t, 2.0)
+    assert loss.item() == pytest.approx((0.02 * ce + 0.98 * kd).item(), rel=1e-5)
+    only_ce = distill.distill_loss(s, y, y, 1.0, kd_lambda=0.02, temperature=2.0)
+    assert only_ce.item() == pytest.approx(ce.item(), rel=1e-6)
+
+
+def test_mixup_mixes_the_kd_term_per_teacher_target():
+    torch.manual_seed(1)
+    s, ta, tb = torch.randn(5, 10), torch.randn(5, 10), torch.randn(5, 10)
+    ya, yb = torch.arange(5), torch.arange(5).flip(0)
+    got = distill.distill_loss(s, ya, yb, 0.3, ta, tb, kd_lambda=0.02, temperature=2.0)
+    want = 0.02 * (0.3 * F.cross_entropy(s, ya) + 0.7 * F.cross_entropy(s, yb)) + \
+        0.98 * (0.3 * distill.kd_loss(s, ta, 2.0) + 0.7 * distill.kd_loss(s, tb, 2.0))
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_student_runs_from_scratch_and_from_an_ensemble(setup, capsys):  # noqa: F811
+    profile, root, meta, _ = setup
+    settings = replace(profile.student, n_mels=32, calibration_clips=8,
+                       recipe=Recipe(epochs=2, steps_per_epoch=2, batch_size=8, lr=1e-3, optimizer="adam"))
+    mans = {t: _run(setup, t) for t in ("SSL*", "SSL", "SSL+SL")}
+    kw = dict(meta=meta, split_part=read_split(root, 100, meta), test_part=read_split(root, "test", meta),
+              w32=dataset.waves(meta, 32000, profile), manifests=mans, settings=settings, root=root,
+              profile=profile.name, seed=0, device="cpu", progress=False)
+    scratch = distill.run_student(None, 100, **kw)
+    ens = distill.run_student(("SSL", "SSL+SL"), 100, **kw)
+    assert scratch["teacher"] == "scratch" and ens["teacher"] == "SSL + SSL+SL"
+    assert ens["config"]["teachers"] == {"SSL": mans["SSL"]["key"], "SSL+SL": mans["SSL+SL"]["key"]}
+    assert scratch["key"] != ens["key"] and len(ens["history"]) == 2
+    logits = np.load(Path(ens["folder"]) / "test_logits.npy")
+    assert logits.shape == (len(kw["test_part"]), 10)
+    model = distill.load_student(ens)
+    x = distill.logmel_all(kw["w32"][dataset.rows(meta, kw["test_part"])[:4]], 32)
+    with torch.no_grad():
+        assert np.allclose(model(x).numpy(), logits[:4], atol=1e-4)
+    capsys.readouterr()
+    assert distill.run_student(("SSL", "SSL+SL"), 100, **kw) == ens
+    assert "reusing" in capsys.readouterr().err
+
+
+def test_a_teacher_that_never_saw_a_clip_is_a_clear_error(setup):  # noqa: F811
+    profile, root, meta, _ = setup
+    mans = {"SSL": _run(setup, "SSL", split=50)}
+    with pytest.raises(KeyError, match="no SSL logits"):
+        distill.run_student("SSL", 100, meta=meta, split_part=read_split(root, 100, meta),
+                            test_part=read_split(root, "test", meta), w32=dataset.waves(meta, 32000, profile),
+                            manifests=mans, settings=profile.student, root=root, profile=profile.name, seed=0,
+                            device="cpu", progress=False)
