@@ -71,10 +71,19 @@ def logmel_all(waves, n_mels: int, batch: int = 256) -> torch.Tensor:
 
 def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataFrame, test_part: pd.DataFrame,
                 w32, manifests: dict, settings: StudentSettings, root: Path, profile: str, seed: int,
-                device, test_feats: torch.Tensor | None = None, progress: bool = True) -> dict:
+                device, features: torch.Tensor | None = None, progress: bool = True) -> dict:
     """Train (or reuse) the student on one split: from scratch (``teacher=None``) or distilled from one
     teacher or the mean-logit ensemble of several (a name or a tuple of names; ``manifests`` maps each
-    teacher name to its manifest for this split). Returns the run's manifest."""
+    teacher name to its manifest for this split). Returns the run's manifest.
+
+    ``features``: log-mels of every clip of ``meta`` computed once (:func:`logmel_all`), used for the
+    test and validation clips and, when ``settings.cache_features`` is set, for training too: then
+    there is no waveform-level DIR (``settings.dir_p`` must be 0)."""
+    if settings.cache_features and settings.dir_p > 0:
+        raise ValueError("cache_features trains on precomputed log-mels: DIR (a waveform augmentation) "
+                         f"cannot run, set dir_p=0 (got {settings.dir_p})")
+    if settings.cache_features and features is None:
+        raise ValueError("cache_features is set: pass features=logmel_all(w32, n_mels)")
     members = () if teacher is None else ((teacher,) if isinstance(teacher, str) else tuple(teacher))
     name = ensemble_name(members) if members else "scratch"
     teacher_keys = {m: manifests[m]["key"] for m in members}
@@ -96,8 +105,9 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
     is_a = torch.from_numpy(train_part.device.to_numpy() == "a")
     targets = (torch.from_numpy(ensemble_logits(manifests, members, "train", train_part.filename.tolist()))
                if members else None)
-    val_x = logmel_all(w32[rows(meta, val_part)], settings.n_mels)
-    test_x = test_feats if test_feats is not None else logmel_all(w32[rows(meta, test_part)], settings.n_mels)
+    feats = (lambda r: features[torch.from_numpy(r)].float()) if features is not None else (
+        lambda r: logmel_all(w32[r], settings.n_mels))
+    val_x, test_x = feats(rows(meta, val_part)), feats(rows(meta, test_part))
     y_val, y_test = labels(val_part), labels(test_part)
     irs = [torch.from_numpy(ir) for ir in impulse_responses(12, 32000, seed)]
     dev = torch.device(device)
@@ -106,10 +116,13 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
         model = TFSepNet()
 
     def step_loss(net, idx, generator):
-        wave = torch.from_numpy(np.asarray(w32[tr_rows[idx.numpy()]], dtype=np.float32))
-        if settings.dir_p > 0:
-            wave = dir_augment(wave, is_a[idx], irs, settings.dir_p, generator)
-        x = student_logmel(wave, n_mels=settings.n_mels).unsqueeze(1)  # (B, 1, mels, frames)
+        if settings.cache_features:
+            x = feats(tr_rows[idx.numpy()])  # (B, 1, mels, frames)
+        else:
+            wave = torch.from_numpy(np.asarray(w32[tr_rows[idx.numpy()]], dtype=np.float32))
+            if settings.dir_p > 0:
+                wave = dir_augment(wave, is_a[idx], irs, settings.dir_p, generator)
+            x = student_logmel(wave, n_mels=settings.n_mels).unsqueeze(1)  # (B, 1, mels, frames)
         x = freq_mixstyle(x, settings.mixstyle_alpha, settings.mixstyle_p, generator)
         y = (y_tr[idx], targets[idx]) if targets is not None else (y_tr[idx],)
         x, ya, yb, lam = mixup(x, y, settings.mixup_alpha, generator)

@@ -82,6 +82,7 @@ class StudentSettings:
     mixstyle_p: float = 0.8
     dir_p: float = 0.4
     calibration_clips: int = 512  # INT8: training clips used to calibrate the activation ranges
+    cache_features: bool = False  # train on log-mels computed once (then no DIR: dir_p must be 0)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,8 @@ PROFILES = {
                             final_lr_ratio=0.005)),
         student=StudentSettings(
             splits=(5, 10, 25, 50, 100), n_mels=64, val_fraction=0.1, calibration_clips=256,
-            recipe=Recipe(epochs=3, steps_per_epoch=12, batch_size=64, lr=4e-3, optimizer="adam",
+            cache_features=True, dir_p=0.0,
+            recipe=Recipe(epochs=3, steps_per_epoch=20, batch_size=32, lr=4e-3, optimizer="adam",
                           schedule="cosine_restarts", restart_epochs=3, restart_mult=2)),
     ),
     "full": Profile(

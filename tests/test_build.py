@@ -56,3 +56,28 @@ def test_beats_chapter_glues_what_it_printed(html):
     glued = re.findall(r'<span class="pasted-text">([^<]*)</span>', page)
     assert [acc, chance] == glued[:2] and glued[-1] == gain
     assert "90,311,792" in page  # the released architecture's parameter count, computed in the chapter
+
+
+def _printed(name):
+    nb = nbformat.read(ROOT / "book" / f"{name}.ipynb", as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_teachers_chapter_glues_what_it_printed_and_writes_its_table(html):
+    page = (html / "book" / "04_teachers.html").read_text()
+    best, mean = re.search(r"best: (.+?), mean ([\d.]+) %", _printed("04_teachers")).groups()
+    assert f'best system <span class="pasted-text">{best}</span> with a mean of <span class="pasted-text">{mean}</span>' in page
+    csv = (ROOT / "book" / "results" / "teachers.csv").read_text().splitlines()
+    assert csv[0].startswith(",5,10,25,50,100,mean") and len(csv) == 1 + 4 + 4  # 4 rows + 4 ensembles
+
+
+def test_student_and_results_chapters_glue_what_they_printed(html):
+    page = (html / "book" / "05_student.html").read_text()
+    name, mean = re.search(r"best distilled student: (.+?), mean ([\d.]+) %", _printed("05_student")).groups()
+    assert f'(<span class="pasted-text">{name}</span>) <span class="pasted-text">{mean}</span>' in page
+    results = (html / "book" / "06_results.html").read_text()
+    held, total = re.findall(r'In this run <span class="pasted-text">(\d+)</span> of the <span class="pasted-text">(\d+)</span>',
+                             results)[0]
+    assert 0 <= int(held) <= int(total) == 8
+    for name in ("student", "student_devices", "teachers_devices", "complexity"):
+        assert (ROOT / "book" / "results" / f"{name}.csv").is_file()

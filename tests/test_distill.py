@@ -49,7 +49,7 @@ def test_mixup_mixes_the_kd_term_per_teacher_target():
 
 def test_student_runs_from_scratch_and_from_an_ensemble(setup, capsys):  # noqa: F811
     profile, root, meta, _ = setup
-    settings = replace(profile.student, n_mels=32, calibration_clips=8,
+    settings = replace(profile.student, n_mels=32, calibration_clips=8, cache_features=False, dir_p=0.4,
                        recipe=Recipe(epochs=2, steps_per_epoch=2, batch_size=8, lr=1e-3, optimizer="adam"))
     mans = {t: _run(setup, t) for t in ("SSL*", "SSL", "SSL+SL")}
     kw = dict(meta=meta, split_part=read_split(root, 100, meta), test_part=read_split(root, "test", meta),
@@ -77,5 +77,21 @@ def test_a_teacher_that_never_saw_a_clip_is_a_clear_error(setup):  # noqa: F811
     with pytest.raises(KeyError, match="no SSL logits"):
         distill.run_student("SSL", 100, meta=meta, split_part=read_split(root, 100, meta),
                             test_part=read_split(root, "test", meta), w32=dataset.waves(meta, 32000, profile),
-                            manifests=mans, settings=profile.student, root=root, profile=profile.name, seed=0,
+                            manifests=mans, settings=replace(profile.student, cache_features=False), root=root, profile=profile.name, seed=0,
                             device="cpu", progress=False)
+
+
+def test_cached_features_train_without_dir_and_say_so(setup):  # noqa: F811
+    profile, root, meta, _ = setup
+    w32 = dataset.waves(meta, 32000, profile)
+    settings = replace(profile.student, n_mels=32, cache_features=True, dir_p=0.0,
+                       recipe=Recipe(epochs=1, steps_per_epoch=2, batch_size=8, lr=1e-3, optimizer="adam"))
+    kw = dict(meta=meta, split_part=read_split(root, 100, meta), test_part=read_split(root, "test", meta),
+              w32=w32, manifests={}, root=root, profile=profile.name, seed=0, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="pass features"):
+        distill.run_student(None, 100, settings=settings, **kw)
+    with pytest.raises(ValueError, match="set dir_p=0"):
+        distill.run_student(None, 100, settings=replace(settings, dir_p=0.4), features=torch.zeros(1), **kw)
+    features = distill.logmel_all(w32, 32).half()
+    m = distill.run_student(None, 100, settings=settings, features=features, **kw)
+    assert m["teacher"] == "scratch" and len(m["history"]) == 1
