@@ -64,7 +64,7 @@ def _printed(name):
 
 
 def test_teachers_chapter_glues_what_it_printed_and_writes_its_table(html):
-    page = (html / "book" / "04_teachers.html").read_text()
+    page = re.sub(r"\s+", " ", (html / "book" / "04_teachers.html").read_text())
     best, mean = re.search(r"best: (.+?), mean ([\d.]+) %", _printed("04_teachers")).groups()
     assert f'best system <span class="pasted-text">{best}</span> with a mean of <span class="pasted-text">{mean}</span>' in page
     csv = (ROOT / "book" / "results" / "teachers.csv").read_text().splitlines()
@@ -72,10 +72,10 @@ def test_teachers_chapter_glues_what_it_printed_and_writes_its_table(html):
 
 
 def test_student_and_results_chapters_glue_what_they_printed(html):
-    page = (html / "book" / "05_student.html").read_text()
+    page = re.sub(r"\s+", " ", (html / "book" / "05_student.html").read_text())
     name, mean = re.search(r"best distilled student: (.+?), mean ([\d.]+) %", _printed("05_student")).groups()
     assert f'(<span class="pasted-text">{name}</span>) <span class="pasted-text">{mean}</span>' in page
-    results = (html / "book" / "06_results.html").read_text()
+    results = re.sub(r"\s+", " ", (html / "book" / "06_results.html").read_text())
     held, total = re.findall(r'In this run <span class="pasted-text">(\d+)</span> of the <span class="pasted-text">(\d+)</span>',
                              results)[0]
     assert 0 <= int(held) <= int(total) == 8
