@@ -41,7 +41,7 @@ from .profiles import StudentSettings
 from .teachers import _scores, data_id, ensemble_logits, ensemble_name, hold_out_recordings
 from .train import predict_logits, train
 
-STUDENT_VERSION = 1
+STUDENT_VERSION = 2  # bump when a run's results would change
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -49,7 +49,9 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     Both (B, classes); the teacher's side carries no gradient."""
     s = F.log_softmax(student_logits / temperature, dim=1)
     t = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
-    return temperature ** 2 * F.kl_div(s, t, reduction="mean", log_target=True)
+    # torch's kl_div(..., reduction="mean", log_target=True), written out: torch warns that "mean" will
+    # change to mean "batchmean" in a later release, and the paper's loss is the element-wise mean
+    return temperature ** 2 * (t.exp() * (t - s)).sum() / s.numel()
 
 
 def distill_loss(student_logits, y_a, y_b, lam: float, teacher_a=None, teacher_b=None, *, kd_lambda: float,
@@ -65,7 +67,7 @@ def distill_loss(student_logits, y_a, y_b, lam: float, teacher_a=None, teacher_b
 
 def logmel_all(waves, n_mels: int, batch: int = 256) -> torch.Tensor:
     """Student log-mels (N, 1, n_mels, frames) float32 of 32 kHz ``waves`` (N, T), no augmentation."""
-    return torch.cat([student_logmel(torch.from_numpy(np.asarray(waves[i:i + batch], dtype=np.float32)),
+    return torch.cat([student_logmel(torch.from_numpy(np.array(waves[i:i + batch], dtype=np.float32)),
                                      n_mels=n_mels).unsqueeze(1) for i in range(0, len(waves), batch)])
 
 
@@ -108,7 +110,7 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
     feats = (lambda r: features[torch.from_numpy(r)].float()) if features is not None else (
         lambda r: logmel_all(w32[r], settings.n_mels))
     val_x, test_x = feats(rows(meta, val_part)), feats(rows(meta, test_part))
-    y_val, y_test = labels(val_part), labels(test_part)
+    y_val, y_test = labels(val_part).copy(), labels(test_part).copy()
     irs = [torch.from_numpy(ir) for ir in impulse_responses(12, 32000, seed)]
     dev = torch.device(device)
     with torch.random.fork_rng(devices=[]):

@@ -230,7 +230,7 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
     is_a = torch.from_numpy(train_part.device.to_numpy() == "a")
     inputs = inputs if inputs is not None else TeacherInputs(w16, cache=False)
     val_rows, test_rows, split_rows = rows(meta, val_part), rows(meta, test_part), rows(meta, split_part)
-    y_val, y_test = labels(val_part), labels(test_part)
+    y_val, y_test = labels(val_part).copy(), labels(test_part).copy()
     irs = [torch.from_numpy(ir) for ir in impulse_responses(12, 16000, seed)]
     augment = Augmenter(settings, strategy, irs)
     model = make_teacher(strategy, checkpoints, seed)
