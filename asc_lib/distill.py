@@ -15,10 +15,6 @@ under ``artifacts/<profile>/students/``. Teacher logits are read through the tea
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -36,9 +32,8 @@ from .data.synthetic import impulse_responses
 from .features import student_logmel
 from .metrics import macro_accuracy
 from .models.tfsepnet import TFSepNet
-from .paths import artifacts_dir
 from .profiles import StudentSettings
-from .teachers import _scores, data_id, ensemble_logits, ensemble_name, hold_out_recordings
+from .teachers import _scores, data_id, ensemble_logits, ensemble_name, hold_out_recordings, run_folder, write_manifest
 from .train import predict_logits, train
 
 STUDENT_VERSION = 2  # bump when a run's results would change
@@ -91,14 +86,9 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
     teacher_keys = {m: manifests[m]["key"] for m in members}
     config = {"teacher": name, "teachers": teacher_keys, "split": split, "settings": asdict(settings),
               "data": data_id(root), "seed": seed, "version": [__version__, STUDENT_VERSION]}
-    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    slug = name.replace("*", "star").replace(" + ", "-").replace("+", "_")
-    folder = artifacts_dir(profile) / "students" / f"{slug}-split{split}-{key}"
-    manifest_path = folder / "manifest.json"
-    if manifest_path.is_file():
-        print(f"student ({name}) split {split}: reusing {folder}", file=sys.stderr)
-        return json.loads(manifest_path.read_text())
-    folder.mkdir(parents=True, exist_ok=True)
+    folder, key, done = run_folder("students", name, split, config, profile)
+    if done:
+        return done
     t0 = time.perf_counter()
 
     train_part, val_part = hold_out_recordings(split_part, settings.val_fraction, seed)
@@ -149,10 +139,7 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
                 "test_files": test_part.filename.tolist(), "best_epoch": out["best_epoch"],
                 "test": _scores(y_test, test, device_ids(test_part)), "history": out["history"],
                 "seconds": time.perf_counter() - t0}
-    tmp = manifest_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, manifest_path)  # written last: marks the run complete
-    return json.loads(manifest_path.read_text())  # as a later call reads it
+    return write_manifest(folder, manifest)
 
 
 def load_student(manifest: dict) -> TFSepNet:

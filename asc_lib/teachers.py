@@ -206,6 +206,30 @@ def data_id(root: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def run_folder(kind: str, name: str, split: int, config: dict, profile: str) -> tuple[Path, str, dict | None]:
+    """The cache folder of one run, ``artifacts/<profile>/<kind>/<name>-split<N>-<key>`` with ``key`` a
+    hash of ``config`` (everything that makes the run): ``(folder, key, manifest or None)``; the manifest
+    is there when the run is complete."""
+    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    slug = name.replace("*", "star").replace(" + ", "-").replace("+", "_")
+    folder = artifacts_dir(profile) / kind / f"{slug}-split{split}-{key}"
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        print(f"{kind}: {name} on split {split}: reusing {folder}", file=sys.stderr)
+        return folder, key, json.loads(manifest.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder, key, None
+
+
+def write_manifest(folder: Path, manifest: dict) -> dict:
+    """Write ``folder/manifest.json`` atomically, last: it marks the run complete. Returns it as read back."""
+    path = folder / "manifest.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, path)
+    return json.loads(path.read_text())
+
+
 def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd.DataFrame,
                 test_part: pd.DataFrame, w16, checkpoints: dict, settings: TeacherSettings, root: Path,
                 profile: str, seed: int, device, inputs: TeacherInputs | None = None,
@@ -215,13 +239,9 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
     ckpt_ids = {k: (Path(v).name, Path(v).stat().st_size) for k, v in checkpoints.items()}
     config = {"strategy": strategy, "split": split, "settings": asdict(settings), "checkpoints": ckpt_ids,
               "data": data_id(root), "seed": seed, "version": [__version__, TEACHER_VERSION]}
-    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    folder = artifacts_dir(profile) / "teachers" / f"{strategy.replace('*', 'star').replace('+', '_')}-split{split}-{key}"
-    manifest_path = folder / "manifest.json"
-    if manifest_path.is_file():
-        print(f"teacher {strategy} split {split}: reusing {folder}", file=sys.stderr)
-        return json.loads(manifest_path.read_text())
-    folder.mkdir(parents=True, exist_ok=True)
+    folder, key, done = run_folder("teachers", strategy, split, config, profile)
+    if done:
+        return done
     t0 = time.perf_counter()
 
     train_part, val_part = hold_out_recordings(split_part, settings.val_fraction, seed)
@@ -270,10 +290,8 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
     # logits of the selected weights: on the whole test split (scored) and on every clip of the split
     # (the student's targets; not for the scratch row, which teaches nobody)
     test = monitored.get(best) if len(mon) == len(test_part) else None
-    if test is None:
-        model.eval()
+    if test is None:  # only a share was monitored, or the run resumed after its selected epoch
         test = score(model, test_rows)
-    model.eval()
     train_logits = (score(model, split_rows) if strategy in TEACHERS
                     else np.zeros((0, len(SCENES)), dtype=np.float32))
     torch.save({"strategy": strategy, "encoder_cfg": model.encoder.cfg.to_dict(),
@@ -284,15 +302,13 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
                 "code_version": f"asc_lib {__version__}, teachers v{TEACHER_VERSION}",
                 "folder": str(folder), "train_files": split_part.filename.tolist(),
                 "test_files": test_part.filename.tolist(), "val_recordings": sorted(val_part.recording.unique()),
-                "monitored_test_clips": len(mon), "best_epoch": best, "test_selected_epoch": int(np.argmax([h["test_acc"] for h in history])) + 1,
+                "monitored_test_clips": len(mon), "best_epoch": best,
+                "test_selected_epoch": int(np.argmax([h["test_acc"] for h in history])) + 1,
                 "test": _scores(y_test, test, device_ids(test_part)),
                 "val_selected_test_acc": history[best - 1]["test_acc"],
                 "test_selected_test_acc": max(h["test_acc"] for h in history),
                 "history": history, "seconds": time.perf_counter() - t0}
-    tmp = manifest_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, manifest_path)  # written last: marks the run complete
-    return json.loads(manifest_path.read_text())  # as a later call reads it
+    return write_manifest(folder, manifest)
 
 
 def load_logits(manifest: dict, part: str, files=None) -> np.ndarray:
