@@ -75,8 +75,6 @@ def complexity_table(models: dict[str, nn.Module], inputs: dict[str, tuple[int, 
 def layer_shapes(model: nn.Module, input_shape: tuple[int, ...], containers=("conv_layers", "middle_layers")):
     """``(name, output shape without the batch, parameters)`` of each layer of ``model``: the children of
     the ``containers`` (in order), then every other child; for :func:`asc_lib.plots.layer_chain`."""
-    import torch
-
     layers = [m for c in containers for m in getattr(model, c)]
     layers += [m for n, m in model.named_children() if n not in containers]
     out, hooks = [], []

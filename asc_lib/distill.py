@@ -30,8 +30,10 @@ from .data import SCENES
 from .data.dataset import device_ids, labels, rows
 from .data.synthetic import impulse_responses
 from .features import student_logmel
+from .complexity import param_bytes
 from .metrics import macro_accuracy
 from .models.tfsepnet import TFSepNet
+from .quantize import int8_param_bytes, logits as int8_logits, quantize_int8
 from .profiles import StudentSettings
 from .teachers import _scores, data_id, ensemble_logits, ensemble_name, hold_out_recordings, run_folder, write_manifest
 from .train import predict_logits, train
@@ -147,3 +149,15 @@ def load_student(manifest: dict) -> TFSepNet:
     model = TFSepNet()
     model.load_state_dict(torch.load(Path(manifest["folder"]) / "model.pt", weights_only=True)["state_dict"])
     return model.eval()
+
+
+def int8_check(manifest: dict, calibration: torch.Tensor, test_x: torch.Tensor, y_test) -> dict:
+    """Quantise a trained student to INT8 (calibrated on ``calibration`` log-mels), run it on the CPU over
+    ``test_x`` and compare: float32 and INT8 test macro accuracy (%), the change, and the parameter memory
+    by the challenge's count (1 byte per parameter) and as the INT8 model stores it."""
+    model = load_student(manifest)
+    qmodel = quantize_int8(model, calibration)
+    acc = 100 * macro_accuracy(y_test, int8_logits(qmodel, test_x).argmax(1).numpy(), len(SCENES))
+    return {"float32 accuracy": manifest["test"]["macro"], "INT8 accuracy": acc,
+            "change (points)": acc - manifest["test"]["macro"], "bytes (params x 1)": param_bytes(model),
+            "bytes (all INT8 storage)": int8_param_bytes(qmodel)}

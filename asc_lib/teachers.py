@@ -342,6 +342,11 @@ def ensemble_logits(manifests: dict, members, part: str, files=None) -> np.ndarr
     return np.mean([load_logits(manifests[m], part, files) for m in members], axis=0)
 
 
+def ensemble_accuracy(manifests: dict, members, y_test) -> float:
+    """Test macro accuracy (%) of the mean-logit ensemble of ``members`` (one member: that teacher)."""
+    return 100 * macro_accuracy(y_test, ensemble_logits(manifests, members, "test").argmax(1), len(SCENES))
+
+
 def smoke_test(config, device, clips: int = 4, seed: int = 0) -> dict:
     """One short training step of every strategy on ``clips`` random 1 s clips with the encoder
     ``config`` (random weights; e.g. the released 12-layer config), on ``device``: exercises the

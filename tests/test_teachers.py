@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -99,7 +100,7 @@ def test_subsets_are_the_seven_ensembles():
 def test_run_writes_a_manifest_logits_and_is_reused(setup, capsys):
     profile, root, meta, _ = setup
     m = _run(setup, "SSL")
-    folder = teachers.Path(m["folder"])
+    folder = Path(m["folder"])
     for name in ("manifest.json", "model.pt", "train_logits.npy", "test_logits.npy", "last.pt"):
         assert (folder / name).is_file(), name
     split = read_split(root, 100, meta)
@@ -123,7 +124,7 @@ def test_run_writes_a_manifest_logits_and_is_reused(setup, capsys):
 
 def test_frozen_run_leaves_the_encoder_as_loaded(setup):
     m = _run(setup, "SSL*", split=50)
-    state = torch.load(teachers.Path(m["folder"]) / "model.pt", weights_only=True)["state_dict"]
+    state = torch.load(Path(m["folder"]) / "model.pt", weights_only=True)["state_dict"]
     loaded = torch.load(setup[3]["SSL"], weights_only=True)["model"]
     assert all(torch.equal(state[f"encoder.{k}"], v) for k, v in loaded.items())
 
@@ -132,12 +133,14 @@ def test_logits_are_read_through_the_manifest_by_clip_name(setup):
     m = _run(setup, "SSL")
     files = list(reversed(m["train_files"][:5]))
     logits = teachers.load_logits(m, "train", files)
-    full = np.load(teachers.Path(m["folder"]) / "train_logits.npy")
+    full = np.load(Path(m["folder"]) / "train_logits.npy")
     assert np.array_equal(logits, full[[4, 3, 2, 1, 0]])
     with pytest.raises(KeyError, match="no SSL logits for 1 clip"):
         teachers.load_logits(m, "train", ["audio/never-seen.wav"])
+    y_test = dataset.labels(read_split(setup[1], "test", setup[2]))
+    assert teachers.ensemble_accuracy({"SSL": m}, ("SSL",), y_test) == pytest.approx(m["test"]["macro"])
     ens = teachers.ensemble_logits({"SSL": m, "SSL+SL": _run(setup, "SSL+SL")}, ("SSL", "SSL+SL"), "train")
-    other = np.load(teachers.Path(_run(setup, "SSL+SL")["folder"]) / "train_logits.npy")
+    other = np.load(Path(_run(setup, "SSL+SL")["folder"]) / "train_logits.npy")
     assert np.allclose(ens, (full + other) / 2)
 
 
