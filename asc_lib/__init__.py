@@ -5,4 +5,8 @@ profiles (settings), repro (seeding), data (datasets), features, models, train, 
 book (execute the chapters and build the book).
 """
 
+from .kernels import pin_kernels
+
+pin_kernels()  # before anything imports torch: the same CPU kernels, hence the same numbers, on every x86-64
+
 __version__ = "0.1.0"

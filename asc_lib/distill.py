@@ -35,10 +35,14 @@ from .metrics import macro_accuracy
 from .models.tfsepnet import TFSepNet
 from .quantize import int8_param_bytes, logits as int8_logits, quantize_int8
 from .profiles import StudentSettings
-from .teachers import _scores, data_id, ensemble_logits, ensemble_name, hold_out_recordings, run_folder, write_manifest
+from .data.tau import read_split
+from .profiles import TeacherSettings
+from .teachers import TEACHERS, _scores, data_id, ensemble_logits, ensemble_name, hold_out_recordings, run_folder, write_manifest
+from .teachers import run_all as run_all_teachers
 from .train import predict_logits, train
 
-STUDENT_VERSION = 2  # bump when a run's results would change
+STUDENT_VERSION = 3  # bump when a run's results would change
+STUDENTS = (None, *[(t,) for t in TEACHERS], TEACHERS)  # from scratch, KD from each teacher, KD from all three
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -142,6 +146,27 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
                 "test": _scores(y_test, test, device_ids(test_part)), "history": out["history"],
                 "seconds": time.perf_counter() - t0}
     return write_manifest(folder, manifest)
+
+
+def run_all(splits, *, meta: pd.DataFrame, root: Path, test_part: pd.DataFrame, w16, w32, checkpoints: dict,
+            teacher_settings: TeacherSettings, settings: StudentSettings, profile: str, seed: int, device,
+            features: torch.Tensor | None = None, progress: bool = True) -> tuple[dict, dict]:
+    """Every student of :data:`STUDENTS` on every split, with the teachers they need (trained or reused
+    through :func:`asc_lib.teachers.run_all`): ``({(student, split): manifest}, {(teacher, split): manifest})``
+    where a student is named by its teacher (``"scratch"`` or an ensemble name)."""
+    teacher_runs = run_all_teachers(splits, meta=meta, root=root, test_part=test_part, w16=w16,
+                                    checkpoints=checkpoints, settings=teacher_settings, profile=profile, seed=seed,
+                                    device=device, strategies=TEACHERS, progress=progress)
+    students = {}
+    for split in splits:
+        part = read_split(root, split, meta)
+        mans = {t: teacher_runs[t, split] for t in TEACHERS}
+        for who in STUDENTS:
+            m = run_student(who, split, meta=meta, split_part=part, test_part=test_part, w32=w32, manifests=mans,
+                            settings=settings, root=root, profile=profile, seed=seed, device=device,
+                            features=features, progress=progress)
+            students[m["teacher"], split] = m
+    return students, teacher_runs
 
 
 def load_student(manifest: dict) -> TFSepNet:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from .metrics import bootstrap_macro, interval, macro_accuracy
 from .paths import results_dir
 
 
@@ -17,3 +19,97 @@ def save(table: pd.DataFrame, name: str) -> Path:
     table.to_csv(tmp, float_format="%.2f")
     os.replace(tmp, path)
     return path
+
+
+def _bootstrap(preds: dict, y_true, groups, n_classes: int, n_boot: int):
+    """Point accuracies (systems x splits) and their bootstrap samples (systems x splits x n_boot)."""
+    names, splits = list(preds), list(next(iter(preds.values())))
+    stack = np.stack([preds[n][s] for n in names for s in splits])
+    boot = bootstrap_macro(y_true, stack, groups, n_classes, n_boot).reshape(len(names), len(splits), n_boot)
+    point = 100 * np.array([[macro_accuracy(y_true, preds[n][s], n_classes) for s in splits] for n in names])
+    return names, splits, point, boot
+
+
+def accuracy_table(preds: dict, y_true, groups, n_classes: int, n_boot: int = 2000) -> pd.DataFrame:
+    """``preds``: ``{system: {split: predicted classes (N,)}}`` on one test set (``y_true``, and ``groups``
+    its recording locations). Per system: the macro accuracy (%) on each split, their ``mean``, the 95 %
+    interval of the mean (``low``, ``high``) and the largest half-width of a single split's 95 % interval
+    (``± split``), from one bootstrap over test locations (the same resamples for every system and split)."""
+    names, splits, point, boot = _bootstrap(preds, y_true, groups, n_classes, n_boot)
+    lo, hi = interval(boot.mean(axis=1))
+    split_lo, split_hi = interval(boot)
+    table = pd.DataFrame(point, index=names, columns=splits)
+    table["mean"] = point.mean(axis=1)
+    table["low"], table["high"] = lo, hi
+    table["± split"] = ((split_hi - split_lo) / 2).max(axis=1)
+    return table
+
+
+def verdicts(preds: dict, comparisons, y_true, groups, n_classes: int, n_boot: int = 2000) -> pd.DataFrame:
+    """Each ``(statement, a, b)`` of ``comparisons`` checked on this run: the margin (points) of system ``a``
+    over ``b`` in accuracy averaged over the splits, its 95 % interval from the paired bootstrap over test
+    locations, and the verdict: ``holds`` (the interval is above 0), ``reversed`` (below 0) or ``not
+    resolved`` (it contains 0: this test set cannot tell)."""
+    names, _, point, boot = _bootstrap(preds, y_true, groups, n_classes, n_boot)
+    mean, boot_mean = point.mean(axis=1), boot.mean(axis=1)
+    rows = []
+    for statement, a, b in comparisons:
+        i, j = names.index(a), names.index(b)
+        lo, hi = interval(boot_mean[i] - boot_mean[j])
+        rows.append({"statement": statement, "margin": mean[i] - mean[j], "low": lo, "high": hi,
+                     "verdict": "holds" if lo > 0 else "reversed" if hi < 0 else "not resolved"})
+    return pd.DataFrame(rows).set_index("statement")
+
+
+def say(verdict: pd.DataFrame) -> str:
+    """The verdicts as sentences, one per line (numbers rounded here, once)."""
+    return "\n".join(f"- {s}: {r.margin:+.1f} points (95 % CI {r.low:+.1f} to {r.high:+.1f}): {r.verdict}"
+                     for s, r in verdict.iterrows())
+
+
+def fmt(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """``table`` for display: numbers rounded to ``digits`` (once, here), empty cells instead of NaN."""
+    return table.apply(lambda col: col.map(lambda v: "" if pd.isna(v) else f"{v:,.{digits}f}"
+                                           if isinstance(v, (float, np.floating)) else v))
+
+
+ENSEMBLE = "ensemble SSL* + SSL + SSL+SL"  # the paper's teacher: all three
+SUBMISSION = "student: KD from SSL* + SSL + SSL+SL"  # the student the paper submits (then INT8)
+
+
+def _mean_over_splits(seeds: pd.DataFrame) -> pd.DataFrame:
+    """``seeds`` (long: system, split, seed, accuracy) -> accuracy averaged over splits, (seed x system)."""
+    return seeds.groupby(["seed", "system"]).accuracy.mean().unstack("system")
+
+
+def claim_margins(seeds: pd.DataFrame) -> pd.DataFrame:
+    """The margin (points) of every claim the Results chapter checks, on each seed (rows) of ``seeds``
+    (long format: system, split, seed, accuracy). A claim holds on a seed when its margin is > 0."""
+    m = _mean_over_splits(seeds)
+    at = lambda system, split: seeds[(seeds.system == system) & (seeds.split == split)].set_index("seed").accuracy
+    small, large = seeds.split.min(), seeds.split.max()
+    t = lambda n: m[f"teacher: {n}"]
+    gain = lambda split: at("teacher: SSL+SL", split) - at("teacher: scratch", split)
+    return pd.DataFrame({
+        "SSL+SL teachers beat the same encoder trained from scratch": t("SSL+SL") - t("scratch"),
+        "self-supervised pre-training alone helps: SSL beats scratch": t("SSL") - t("scratch"),
+        "full fine-tuning beats a frozen encoder: SSL beats SSL*": t("SSL") - t("SSL*"),
+        "the tagged checkpoint is the better start: SSL+SL beats SSL": t("SSL+SL") - t("SSL"),
+        f"pre-training helps most with least data: the SSL+SL gain over scratch at {small} % exceeds it at {large} %":
+            gain(small) - gain(large),
+        "the three-teacher ensemble beats its best member": t(ENSEMBLE) - m[[f"teacher: {n}" for n in ("SSL*", "SSL", "SSL+SL")]].max(axis=1),
+        "distillation from the ensemble beats the student from scratch": m[SUBMISSION] - m["student: from scratch"],
+        "distillation from SSL+SL beats the student from scratch": m["student: KD from SSL+SL"] - m["student: from scratch"],
+        "INT8 loses at most 1 point (margin: 1 + INT8 - float32)": 1 + m[f"{SUBMISSION}, INT8"] - m[SUBMISSION],
+    })
+
+
+def claims_table(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Per claim: on how many seeds it holds (``"3/3"``), the margin's mean and sample standard deviation
+    over the seeds, and ``holds`` (True only when it holds on every seed)."""
+    margins = claim_margins(seeds)
+    held = (margins > 0).sum()
+    return pd.DataFrame({"seeds_holding": [f"{held[c]}/{len(margins)}" for c in margins],
+                         "margin_mean": margins.mean().to_numpy(), "margin_sd": margins.std(ddof=1).to_numpy(),
+                         "holds": (held == len(margins)).to_numpy()},
+                        index=pd.Index(margins.columns, name="claim"))

@@ -48,6 +48,7 @@ from .augment import dir_augment, freq_mixstyle, mixup, mixup_loss, spec_augment
 from .data import DEVICES, SCENES
 from .data.dataset import device_ids, labels, rows
 from .data.synthetic import impulse_responses
+from .data.tau import read_split
 from .features import beats_fbank
 from .metrics import class_accuracy, group_accuracy, macro_accuracy
 from .models.beats import BEATs, load_beats_checkpoint
@@ -55,7 +56,7 @@ from .paths import artifacts_dir
 from .profiles import TeacherSettings
 from .train import Recipe, predict_logits, train
 
-TEACHER_VERSION = 1  # bump when a run's results would change
+TEACHER_VERSION = 2  # bump when a run's results would change
 STRATEGIES = ("scratch", "SSL*", "SSL", "SSL+SL")
 TEACHERS = ("SSL*", "SSL", "SSL+SL")  # the rows that teach the student
 CHECKPOINT_OF = {"scratch": None, "SSL*": "SSL", "SSL": "SSL", "SSL+SL": "SSL+SL"}
@@ -90,13 +91,18 @@ class TokenClassifier(nn.Module):
 
 
 def hold_out_recordings(part: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split ``part`` into (train, validation) by whole 10 s recordings: ``max(1, round(fraction * R))``
-    of its R recordings, drawn at random (seeded), go to validation, so no recording is in both."""
-    recs = np.array(sorted(part.recording.unique()))
-    if len(recs) < 2:
-        raise ValueError(f"cannot hold out a validation recording from a split of {len(recs)} recording(s)")
-    n_val = min(len(recs) - 1, max(1, round(fraction * len(recs))))
-    val = set(np.random.default_rng([seed, 7]).choice(recs, n_val, replace=False))
+    """Split ``part`` into (train, validation) by whole 10 s recordings, scene by scene: of a scene's R
+    recordings, ``max(1, round(fraction * R))`` drawn at random (seeded) go to validation, so every scene
+    is in the validation set and no recording is in both. A scene with a single recording keeps it for
+    training (a clear error if that leaves a scene out of validation)."""
+    rng = np.random.default_rng([seed, 7])
+    val = set()
+    for scene, recs in sorted(part.groupby("scene").recording.unique().items()):
+        recs = np.array(sorted(recs))
+        if len(recs) < 2:
+            raise ValueError(f"cannot hold out a validation recording of scene {scene!r}: the split has "
+                             f"{len(recs)} recording(s) of it")
+        val.update(rng.choice(recs, min(len(recs) - 1, max(1, round(fraction * len(recs)))), replace=False))
     is_val = part.recording.isin(val).to_numpy()
     return part[~is_val], part[is_val]
 
@@ -309,6 +315,22 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
                 "test_selected_test_acc": max(h["test_acc"] for h in history),
                 "history": history, "seconds": time.perf_counter() - t0}
     return write_manifest(folder, manifest)
+
+
+def run_all(splits, *, meta: pd.DataFrame, root: Path, test_part: pd.DataFrame, w16, checkpoints: dict,
+            settings: TeacherSettings, profile: str, seed: int, device, inputs: TeacherInputs | None = None,
+            strategies=STRATEGIES, progress: bool = True) -> dict:
+    """:func:`run_teacher` for every strategy on every split (split by split, in book order):
+    ``{(strategy, split): manifest}``."""
+    runs = {}
+    for split in splits:
+        part = read_split(root, split, meta)
+        for strategy in strategies:
+            runs[strategy, split] = run_teacher(
+                strategy, split, meta=meta, split_part=part, test_part=test_part, w16=w16, checkpoints=checkpoints,
+                settings=settings, root=root, profile=profile, seed=seed, device=device, inputs=inputs,
+                progress=progress)
+    return runs
 
 
 def load_logits(manifest: dict, part: str, files=None) -> np.ndarray:

@@ -166,9 +166,19 @@ def _fmt(v) -> str:
 
 # ------------------------------------------------------------------------------------- train
 
-def train(model: nn.Module, step_loss, n_train: int, recipe: Recipe, *, device, seed: int,
-          evaluate=None, select: str | None = None, mode: str = "max", workdir: Path | None = None, key: str = "",
-          params=None, desc: str = "training", log=print, progress: bool = True) -> dict:
+def train(model: nn.Module, step_loss, n_train: int, recipe: Recipe, *, device, seed: int, **kwargs) -> dict:
+    """Train ``model`` with :func:`_train` (see there), the run owning its randomness: torch's global
+    generators (dropout draws from them) are seeded from ``seed`` and the rank for the run and restored
+    afterwards, so a run gives the same result whatever ran before it in the process."""
+    cuda = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(_augment_seed(seed, -1 - _dist()[0]))  # -1 - rank: not any rank's augment seed
+        return _train(model, step_loss, n_train, recipe, device=device, seed=seed, **kwargs)
+
+
+def _train(model: nn.Module, step_loss, n_train: int, recipe: Recipe, *, device, seed: int,
+           evaluate=None, select: str | None = None, mode: str = "max", workdir: Path | None = None, key: str = "",
+           params=None, desc: str = "training", log=print, progress: bool = True) -> dict:
     """Train ``model`` in place on ``n_train`` examples with ``recipe``; return its history.
 
     Every step draws a batch of B indices (shuffled by a CPU generator seeded with ``seed``, the

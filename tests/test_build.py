@@ -54,7 +54,7 @@ def test_beats_chapter_glues_what_it_printed(html):
     acc, chance = re.search(r"masked accuracy ([\d.]+) % \(most frequent code: ([\d.]+) %\)", printed).groups()
     gain = re.search(r"random weights by ([+-][\d.]+) points", printed)[1]
     glued = re.findall(r'<span class="pasted-text">([^<]*)</span>', page)
-    assert [acc, chance] == glued[:2] and glued[-1] == gain
+    assert [acc, chance] == glued[:2] and gain in glued[2:]
     assert "90,311,792" in page  # the released architecture's parameter count, computed in the chapter
 
 

@@ -74,17 +74,21 @@ def test_a_tagging_checkpoint_loses_its_predictor():
     assert model.encoder.predictor is None and model(torch.randn(1, 98, 128)).shape == (1, 10)
 
 
-def test_validation_holds_out_whole_recordings():
-    part = pd.DataFrame({"recording": np.repeat([f"r{i}" for i in range(20)], 10), "filename": np.arange(200)})
+def test_validation_holds_out_whole_recordings_of_every_scene():
+    # two scenes: "x" with 20 recordings, "y" with 3
+    recs = [f"x{i}" for i in range(20)] + ["y0", "y1", "y2"]
+    part = pd.DataFrame({"recording": np.repeat(recs, 10), "scene": np.repeat([r[0] for r in recs], 10),
+                         "filename": np.arange(230)})
     train, val = teachers.hold_out_recordings(part, 0.1, seed=0)
-    assert val.recording.nunique() == 2 and len(val) == 20 and len(train) == 180
+    assert val.groupby("scene").recording.nunique().to_dict() == {"x": 2, "y": 1}  # round(0.3) -> at least 1
+    assert len(val) == 30 and len(train) == 200
     assert not set(train.recording) & set(val.recording)
     again, _ = teachers.hold_out_recordings(part, 0.1, seed=0)
     assert train.equals(again)
-    _, tiny = teachers.hold_out_recordings(part.iloc[:20], 0.1, seed=0)
-    assert tiny.recording.nunique() == 1  # at least one recording
-    with pytest.raises(ValueError, match="1 recording"):
-        teachers.hold_out_recordings(part.iloc[:10], 0.1, seed=0)
+    other, _ = teachers.hold_out_recordings(part, 0.1, seed=1)
+    assert not train.equals(other)
+    with pytest.raises(ValueError, match="scene 'y': the split has 1 recording"):
+        teachers.hold_out_recordings(part.iloc[:210], 0.1, seed=0)
 
 
 def test_unknown_strategy_is_refused():

@@ -187,6 +187,23 @@ def test_two_runs_with_the_same_seed_are_identical():
     assert strip(o1["history"]) != strip(o3["history"])
 
 
+def test_a_run_owns_its_randomness_whatever_ran_before():
+    """Dropout draws from torch's global generator: the run seeds it from its own seed, so draws made
+    before the run (another run, a cached step that did not run) change nothing; the caller's
+    generator state is given back untouched."""
+    def one(before):
+        torch.manual_seed(0)
+        model = mlp(dropout=0.5)
+        torch.rand(before)  # what ran before in the process
+        state = torch.get_rng_state()
+        out = train(model, ce_step(noise=0.1), len(X), RECIPE, device=CPU, seed=3, evaluate=val_metrics,
+                    select="val_acc", progress=False, log=None)
+        assert torch.equal(torch.get_rng_state(), state)
+        return model, out
+    (m1, o1), (m2, o2) = one(1), one(1000)
+    assert strip(o1["history"]) == strip(o2["history"]) and same_weights(m1, m2)
+
+
 STREAM = Recipe(epochs=4, batch_size=16, lr=1e-2, schedule="cosine_restarts", restart_epochs=1, steps_per_epoch=5)
 
 

@@ -162,8 +162,48 @@ def test_linear_probe_separates_separable_classes_and_not_noise():
     y = torch.arange(200) % 4
     centres = torch.randn(4, 16, generator=g) * 3
     x = centres[y] + torch.randn(200, 16, generator=g)
-    assert linear_probe(x[:100], y[:100], x[100:], y[100:], n_classes=4) > 0.95
+    acc = lambda pred: metrics.macro_accuracy(y[100:].numpy(), pred, 4)
+    assert acc(linear_probe(x[:100], y[:100], x[100:], n_classes=4)) > 0.95
     noise = torch.randn(200, 16, generator=g)
-    assert linear_probe(noise[:100], y[:100], noise[100:], y[100:], n_classes=4) < 0.5
+    assert acc(linear_probe(noise[:100], y[:100], noise[100:], n_classes=4)) < 0.5
     xy = pca_2d(x)
     assert xy.shape == (200, 2) and np.var(xy[:, 0]) >= np.var(xy[:, 1])
+
+
+def test_bootstrap_resamples_whole_locations_and_pairs_the_systems():
+    y = np.repeat(np.arange(2), 20)  # 2 classes, 4 locations per class, 5 clips each
+    where = np.repeat(np.arange(8), 5)
+    perfect, worse = y.copy(), y.copy()
+    worse[where == 0] = 1  # every clip of location 0 wrong
+    b = metrics.bootstrap_macro(y, np.stack([perfect, worse]), where, 2, n_boot=500, seed=0)
+    assert b.shape == (2, 500) and np.all(b[0] == 100)
+    lo, hi = metrics.interval(b[1])
+    assert lo < 100 * metrics.macro_accuracy(y, worse, 2) < hi <= 100
+    # a resample holds each drawn location wholly: with k draws of location 0 among n draws of class 0's
+    # locations, class 0 scores 1 - k/n (class 1 always 1, or absent from the resample), never a share of one
+    steps = {(k, n) for n in range(1, 9) for k in range(n + 1)}
+    assert set(np.round(b[1], 6)) <= {round(100 - f * k / n, 6) for k, n in steps for f in (50, 100)}
+    assert np.all(b[1] <= b[0])  # paired: the same resamples for both rows
+    again = metrics.bootstrap_macro(y, worse, where, 2, n_boot=500, seed=0)
+    assert np.array_equal(again[0], b[1])
+
+
+def test_kernels_are_pinned_before_torch_loads():
+    import os
+    import subprocess
+    import sys
+
+    from asc_lib.kernels import PINNED_ENV, applies
+
+    if not applies():
+        pytest.fail("the test machines are x86-64: pinning must apply here")
+    code = "import asc_lib, torch; from asc_lib.kernels import kernels_status; print(kernels_status())"
+    env = {k: v for k, v in os.environ.items() if k not in PINNED_ENV and k != "ASC_KERNELS"}
+    pinned = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert pinned.stdout.strip() == "CPU kernels pinned to AVX2 (torch, MKL, oneDNN)"
+    late = subprocess.run([sys.executable, "-c", "import torch; torch.zeros(1).sum(); " + code], env=env,
+                          capture_output=True, text=True, check=True)  # torch first: too late on AVX-512
+    native = subprocess.run([sys.executable, "-c", code], env={**env, "ASC_KERNELS": "native"},
+                            capture_output=True, text=True, check=True)
+    assert "not pinned" in native.stdout
+    assert late.stdout.startswith("CPU kernels") and ("NOT pinned" in late.stdout) == ("AVX512" in late.stdout)

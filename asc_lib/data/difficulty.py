@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..metrics import confusion, group_accuracy, macro_accuracy
+from ..metrics import bootstrap_macro, confusion, group_accuracy, interval, macro_accuracy
 from ..models.tiny import TinyCNN
 from ..profiles import DataSettings
 from ..repro import seed_everything
@@ -24,8 +24,8 @@ UNSEEN = ("s4", "s5", "s6")
 def scratch_check(root, meta: pd.DataFrame, feats: torch.Tensor, settings: DataSettings, device: torch.device,
                   seed: int = 0, threads: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """Train a TinyCNN per split in ``settings.check_splits`` on ``feats`` (log-mels of every clip of
-    ``meta``); returns one row per split (macro and device-wise accuracy, %) and the confusion matrix
-    of the largest split's model on the test split."""
+    ``meta``); returns one row per split (macro accuracy with its 95 % interval bootstrapped over test
+    locations, device-wise accuracy, %) and the confusion matrix of the largest split's model on the test split."""
     test = read_split(root, "test", meta)
     x_test, y_test = feats[rows(meta, test)], labels(test)
     results, matrix = [], None
@@ -40,8 +40,9 @@ def scratch_check(root, meta: pd.DataFrame, feats: torch.Tensor, settings: DataS
             device=device, generator=generator)
         pred = predict(model, x_test, device=device)
         per_device = group_accuracy(y_test, pred, test.device.to_numpy(), len(SCENES))
+        low, high = interval(bootstrap_macro(y_test, pred, test.identifier.to_numpy(), len(SCENES))[0])
         results.append({"split": f"{split} %", "train clips": len(x), "epochs": epochs,
-                        "macro": 100 * macro_accuracy(y_test, pred, len(SCENES)),
+                        "macro": 100 * macro_accuracy(y_test, pred, len(SCENES)), "low": low, "high": high,
                         **{d: 100 * per_device[d] for d in DEVICES if d in per_device}})
         matrix = confusion(y_test, pred, len(SCENES))  # the last split is the largest
     return pd.DataFrame(results).set_index("split"), matrix

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from . import CITIES, DEVICES, SCENES
 
-TWIN_VERSION = 1  # bump when the generator's output changes: cached twins are then rebuilt
+TWIN_VERSION = 2  # bump when the generator's output changes: cached twins are then rebuilt
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -287,18 +287,23 @@ def impulse_responses(n: int = 8, sr: int = 32000, seed: int = 0) -> list[np.nda
 
 @dataclass(frozen=True)
 class TwinSize:
-    """How much the twin holds. Train recordings are 10 s long and cut into ten 1 s clips."""
+    """How much the twin holds. A recording is a 10 s segment at one location, of which the first
+    ``clips_per_recording`` 1 s clips are kept (TAU22 keeps all ten). What gives a measurement power is
+    the number of independent recordings and locations, not of clips, so the ``ci`` twin keeps few clips
+    of many recordings, and every test recording comes from a location of its own."""
 
     a_per_scene: int  # train recordings by device a, per scene
     other_per_scene: int  # train recordings by each of b, c, s1, s2, s3, per scene
-    test_per_scene: int  # test recordings per scene, each recorded by all nine devices
-    segments_per_location: int  # recordings made at one location
+    test_per_scene: int  # test recordings per scene, each at its own location, recorded by all nine devices
+    segments_per_location: int  # train recordings made at one location
     pool_clips: int  # unlabeled 1 s clips of general sounds (16 kHz) for pre-training
+    clips_per_recording: int = 10  # 1 s clips kept of each 10 s recording
 
 
 TWIN_SIZES = {
-    "ci": TwinSize(a_per_scene=24, other_per_scene=2, test_per_scene=3, segments_per_location=3, pool_clips=3000),
-    "tiny": TwinSize(a_per_scene=2, other_per_scene=1, test_per_scene=1, segments_per_location=2, pool_clips=8),
+    "ci": TwinSize(a_per_scene=120, other_per_scene=8, test_per_scene=24, segments_per_location=3, pool_clips=3000,
+                   clips_per_recording=2),
+    "tiny": TwinSize(a_per_scene=4, other_per_scene=1, test_per_scene=2, segments_per_location=2, pool_clips=8),
 }
 SR = 44100
 TRAIN_DEVICES = ("a", "b", "c", "s1", "s2", "s3")
@@ -314,7 +319,7 @@ def _plan(size: TwinSize, seed: int) -> list[dict]:
         location = 1000 + 100 * s
         for devices, n, test in groups:
             for j in range(n):
-                if j % size.segments_per_location == 0:
+                if test or j % size.segments_per_location == 0:
                     location += 1
                     city = CITIES[rng.integers(len(CITIES))]
                 plan.append({"scene": scene, "city": city, "location": location, "segment": 10 * location + j,
@@ -324,14 +329,14 @@ def _plan(size: TwinSize, seed: int) -> list[dict]:
 
 def _write_recording(job: tuple) -> list[tuple[str, str, str, str]]:
     """Render one recording through its devices and write its 1 s clips; returns meta rows."""
-    rec, seed, folder = job
+    rec, seed, folder, clips = job
     scene, city = rec["scene"], rec["city"]
     rng = np.random.default_rng([seed, 2, SCENES.index(scene), rec["location"], rec["segment"]])
-    spec = render(location_mix(scene, city, rec["location"], seed), city, rng, SR, 10.0)
+    spec = render(location_mix(scene, city, rec["location"], seed), city, rng, SR, float(clips))
     rows = []
     for device in rec["devices"]:
-        y = record(spec, 10 * SR, device, rng, SR, rng.uniform(-30, -18))
-        for k in range(10):
+        y = record(spec, clips * SR, device, rng, SR, rng.uniform(-30, -18))
+        for k in range(clips):
             name = f"audio/{scene}-{city}-{rec['location']}-{rec['segment']}-{k}-{device}.wav"
             sf.write(Path(folder) / name, y[k * SR:(k + 1) * SR], SR, subtype="PCM_24")
             rows.append((name, scene, f"{city}-{rec['location']}", device))
@@ -391,7 +396,7 @@ def make_synthetic_tau(root: Path, size: str = "ci", seed: int = 0, workers: int
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "audio").mkdir(parents=True)
     plan = _plan(TWIN_SIZES[size], seed)
-    jobs = [(rec, seed, str(tmp)) for rec in plan]
+    jobs = [(rec, seed, str(tmp), TWIN_SIZES[size].clips_per_recording) for rec in plan]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         results = list(tqdm(pool.map(_write_recording, jobs, chunksize=4), total=len(jobs),
                             desc="twin recordings", unit="rec", disable=not progress))
@@ -404,7 +409,7 @@ def make_synthetic_tau(root: Path, size: str = "ci", seed: int = 0, workers: int
     make_sound_pool(tmp / "pool", TWIN_SIZES[size].pool_clips, seed)
     (tmp / "twin.json").write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, root)
-    n_test = sum(len(r["devices"]) for r in plan if r["test"]) * 10
+    n_test = sum(len(r["devices"]) for r in plan if r["test"]) * TWIN_SIZES[size].clips_per_recording
     print(f"synthetic TAU22 twin '{size}' (seed {seed}) at {root}: {len(meta)} clips "
           f"({len(meta) - n_test} train, {n_test} test), pool of {TWIN_SIZES[size].pool_clips} clips", file=sys.stderr)
     return root

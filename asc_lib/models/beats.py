@@ -327,7 +327,7 @@ class TransformerEncoder(nn.Module):
         for layer in self.layers:
             if cfg.layer_wise_gradient_decay_ratio != 1.0:
                 x = GradMultiply.apply(x, cfg.layer_wise_gradient_decay_ratio)
-            if not self.training or torch.rand(()).item() > cfg.encoder_layerdrop:  # layerdrop
+            if not self.training or cfg.encoder_layerdrop == 0 or torch.rand(()).item() > cfg.encoder_layerdrop:  # layerdrop
                 x = layer(x, pos_bias, padding_mask, use_sdpa)
             hidden.append(x)
         return x, hidden

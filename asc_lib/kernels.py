@@ -1,0 +1,50 @@
+"""Pinned CPU kernels: the same bits on any x86-64 machine (no torch import here).
+
+The kernels that torch, MKL and oneDNN pick depend on the CPU (AVX2 only, or AVX-512), and so do the
+float sums they make: a chapter executed on one machine printed other numbers on another. Pinning them
+all to AVX2, which every x86-64 machine of this project's kinds has, makes a re-run give the same bits.
+The variables are read when the libraries load, so they must be set before the process's first
+``import torch``: importing ``asc_lib`` does it (``asc_lib/__init__.py``), and ``tasks.py`` sets them
+for every process it starts. Set ``ASC_KERNELS=native`` to opt out (faster, not repeatable across CPUs).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+PINNED_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",  # torch's own vectorised kernels (elementwise ops, reductions, sleef)
+    "MKL_CBWR": "AVX2,STRICT",  # MKL's conditional numerical reproducibility: BLAS and FFT on one path
+    "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN (convolutions)
+    "DNNL_MAX_CPU_ISA": "AVX2",  # the same, as older oneDNN builds spell it
+}
+
+
+def applies() -> bool:
+    """Pinning applies on x86-64 unless ``ASC_KERNELS=native``."""
+    return platform.machine().lower() in ("x86_64", "amd64") and os.environ.get("ASC_KERNELS", "pinned") != "native"
+
+
+def pin_kernels(env=None):
+    """Put :data:`PINNED_ENV` into ``env`` (default ``os.environ``) where a key is not set yet, when
+    :func:`applies`; returns ``env``."""
+    env = os.environ if env is None else env
+    if applies():
+        for key, value in PINNED_ENV.items():
+            env.setdefault(key, value)
+    return env
+
+
+def kernels_status() -> str:
+    """One line saying whether this process runs torch on the pinned kernels, and if not, why not
+    (the Quick tour prints it: an unpinned re-execution then shows why its numbers moved)."""
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not applies():
+        return f"CPU kernels not pinned ({platform.machine()}, ASC_KERNELS={os.environ.get('ASC_KERNELS', '')!r}): torch uses {capability}"
+    wrong = [k for k, v in PINNED_ENV.items() if os.environ.get(k) != v]
+    if capability == "AVX2" and not wrong:
+        return "CPU kernels pinned to AVX2 (torch, MKL, oneDNN)"
+    return f"CPU kernels NOT pinned: torch uses {capability}; set differently: {', '.join(wrong) or 'none'} (was torch imported before asc_lib?)"

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""How many steps the ``ci`` teachers and students need: validation loss and test accuracy against the
+length of the schedule, on the ``ci`` twin, each run a fresh run of the library's own code.
+
+    python bench/convergence.py [--splits 5 100] [--scales 1 2 4] [--roles teacher:SSL+SL student:scratch]
+
+A scale ``k`` multiplies the profile's epochs (steps per epoch, batch and learning rate stay), so the
+schedule's shape is the same, only longer. For each run the table gives the steps, the clips seen, the
+epoch that validation loss selected, the validation loss there, how much it fell over the last third of
+the epochs (``tail drop``: about 0 when it has flattened) and the test macro accuracy with its 95 %
+interval (bootstrap over test locations). Students are distilled from the SSL+SL teacher of the same
+scale (``student:SSL+SL``) or trained from scratch (``student:scratch``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+
+from asc_lib import checkpoints, distill, profiles, teachers
+from asc_lib.data import SCENES, dataset
+from asc_lib.data.tau import read_meta, read_split
+from asc_lib.metrics import bootstrap_macro, interval
+from asc_lib.repro import seed_everything
+
+
+def scaled(recipe, k):
+    return dataclasses.replace(recipe, epochs=recipe.epochs * k)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--splits", type=int, nargs="+", default=[5, 100])
+    parser.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--roles", nargs="+", default=["teacher:SSL+SL", "teacher:scratch", "student:scratch",
+                                                       "student:SSL+SL"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    P = profiles.get_profile("ci")
+    seed_everything(args.seed, threads=P.threads)
+    root = dataset.prepare("", P, 0)
+    meta = read_meta(root)
+    test = read_split(root, "test", meta)
+    y_test, where = dataset.labels(test), test.identifier.to_numpy()
+    w16, w32 = dataset.waves(meta, 16000, P), dataset.waves(meta, 32000, P)
+    ckpts = {k: v for k, v in checkpoints.small_beats(P, root, seed=0, device="cpu").items() if k != "history"}
+    inputs = teachers.TeacherInputs(w16, cache=True)
+    features = distill.logmel_all(w32, P.student.n_mels).half()
+    rows = []
+    for split in args.splits:
+        part = read_split(root, split, meta)
+        for k in args.scales:
+            tset = dataclasses.replace(P.teachers, finetune=scaled(P.teachers.finetune, k),
+                                       frozen=scaled(P.teachers.frozen, k), test_monitor=0.0)
+            sset = dataclasses.replace(P.student, recipe=scaled(P.student.recipe, k))
+            mans = {}
+            for role in args.roles:
+                kind, name = role.split(":")
+                t0 = time.perf_counter()
+                if kind == "teacher" or name != "scratch":
+                    mans[name] = teachers.run_teacher(
+                        name, split, meta=meta, split_part=part, test_part=test, w16=w16, checkpoints=ckpts,
+                        settings=tset, root=root, profile="ci", seed=args.seed, device="cpu", inputs=inputs,
+                        progress=False)
+                m = mans[name] if kind == "teacher" else distill.run_student(
+                    None if name == "scratch" else name, split, meta=meta, split_part=part, test_part=test,
+                    w32=w32, manifests=mans, settings=sset, root=root, profile="ci", seed=args.seed,
+                    device="cpu", features=features, progress=False)
+                recipe = (tset.frozen if name == "SSL*" else tset.finetune) if kind == "teacher" else sset.recipe
+                h = m["history"]
+                val = [e["val_loss"] for e in h]
+                third = max(1, len(h) // 3)
+                pred = teachers.load_logits(m, "test").argmax(1)
+                lo, hi = interval(bootstrap_macro(y_test, pred[None], where, len(SCENES))[0])
+                rows.append({"split": split, "role": role, "scale": k, "steps": recipe.epochs * recipe.steps_per_epoch,
+                             "clips seen": recipe.epochs * recipe.steps_per_epoch * recipe.batch_size,
+                             "best epoch": f"{m['best_epoch']}/{len(h)}", "val loss": min(val),
+                             "tail drop": min(val[:-third]) - min(val[-third:]), "test acc": m["test"]["macro"],
+                             "95% CI": f"{lo:.1f}-{hi:.1f}", "seconds": time.perf_counter() - t0})
+                print(rows[-1], flush=True)
+    import pandas as pd
+
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+
+
+if __name__ == "__main__":
+    main()
