@@ -3,6 +3,8 @@ nbval compares only what is stable from run to run."""
 
 from pathlib import Path
 
+import asc_lib  # noqa: F401  (first: pins the CPU kernels before anything imports torch; kernels inherit it)
+
 ROOT = Path(__file__).resolve().parent
 
 

@@ -46,6 +46,10 @@ def main() -> int:
         return 2
     command, extra = sys.argv[1], sys.argv[2:]
     setup()
+    sys.path.insert(0, str(ROOT))
+    from asc_lib.kernels import pin_kernels  # stdlib only: no torch here
+
+    pin_kernels()  # every process started below (runner, papermill, pytest, their kernels) inherits it
     try:
         if command == "book":
             sh(PYTHON, "-m", "asc_lib.book", "run", *extra)

@@ -112,7 +112,8 @@ def mix_freq_stats(x: torch.Tensor, lam: float | torch.Tensor, perm: torch.Tenso
     """
     # easy_dcase_task1 util/data_augmentation.py FreqMixStyle (= baseline helpers/utils.py mixstyle)
     mu = x.mean(dim=(1, 3), keepdim=True).detach()  # (B, 1, F, 1)
-    sig = (x.var(dim=(1, 3), keepdim=True) + eps).sqrt().detach()  # (B, 1, F, 1), unbiased var
+    # pow(0.5), not sqrt(): torch.sqrt runs MKL's vsSqrt, whose last bit depends on the CPU's vendor
+    sig = (x.var(dim=(1, 3), keepdim=True) + eps).pow(0.5).detach()  # (B, 1, F, 1), unbiased var
     perm = perm.to(x.device)
     mu_mix = lam * mu + (1 - lam) * mu[perm]  # (B, 1, F, 1)
     sig_mix = lam * sig + (1 - lam) * sig[perm]  # (B, 1, F, 1)

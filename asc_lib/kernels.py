@@ -13,11 +13,24 @@ from __future__ import annotations
 import os
 import platform
 
+# Checked with bench/cross_cpu.py: a Zen 4 (AVX-512) host and QEMU's AVX2-only Haswell (Intel) and
+# EPYC-Rome (AMD) give the same bits, except MKL's float32 sqrt (torch.sqrt: ResNorm, Adam/AdamW unless
+# fused=True). The kernel MKL runs on AMD, and under COMPATIBLE on Intel, starts from rsqrtps, a hardware
+# estimate whose bits differ between vendors (and under QEMU); no variable avoids it, only code can.
 PINNED_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's own vectorised kernels (elementwise ops, reductions, sleef)
-    "MKL_CBWR": "AVX2,STRICT",  # MKL's conditional numerical reproducibility: BLAS and FFT on one path
+    # MKL (BLAS, FFT, and torch's log/exp/erf/sqrt through VML): COMPATIBLE, because MKL honours no other
+    # branch on AMD CPUs (AVX2 there silently means AUTO); with AVX2 an Intel CPU took other FFT and
+    # log/exp kernels than an AMD one. Costs ~2x on sgemm (Linear layers: the ci BEATs' train step
+    # 0.29 -> 0.57 s on Zen 4; TF-SepNet, mostly oneDNN, ~10 %); FFT and VML not measurably slower.
+    "MKL_CBWR": "COMPATIBLE,STRICT",
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN (convolutions)
     "DNNL_MAX_CPU_ISA": "AVX2",  # the same, as older oneDNN builds spell it
+    # numpy's AVX-512 float64 exp/log/log2/power (SVML) differ in the last bit from its AVX2 path (the
+    # generated clips). Names as numpy 2.4 (pinned) spells its targets; a numpy that spells them
+    # otherwise ignores them with a hidden ImportWarning. Silent on CPUs without them. Read when numpy
+    # is first imported, like the others when torch is.
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
 }
 
 

@@ -236,7 +236,7 @@ def pretrain(model: MaskedPatchModel, fbank_tensor: torch.Tensor, *, epochs: int
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, fused=True,
                             weight_decay=weight_decay)
     steps_per_epoch = math.ceil(N / batch_size)
     total = epochs * steps_per_epoch
@@ -314,7 +314,7 @@ def tag_finetune(beats: BEATs, fbank: torch.Tensor, targets: torch.Tensor, *, ep
     model.label_dict = {i: n for i, n in enumerate(names)}
 
     model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)  # see train.py
     total = epochs * math.ceil(N / batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, total, max(1, total // 20)))
     targets = targets.float()

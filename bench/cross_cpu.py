@@ -1,28 +1,31 @@
 #!/usr/bin/env python3
-"""Are the book's numbers bit-identical across CPU generations? A fingerprint and a driver.
+"""Are the book's numbers bit-identical across CPUs? A fingerprint, and a driver that compares them.
 
 ``--fingerprint`` computes, in one process (2 torch threads, fixed seeds), the steps the chapters are
-made of, and prints one SHA-256 per item (of the raw bytes, dtype and shape of its arrays) and a
-combined hash: generated clips (numpy), the cache's resampling, the BEATs fbank and the student
-log-mel, a tiny BEATs, TF-SepNet and the Quick tour's CNN (forward, backward, a few optimiser steps).
-It takes about 10 s natively.
+made of and prints one SHA-256 per item (of the dtype, shape and raw bytes of its arrays) and a
+combined hash: (a) generated clips (numpy float64), (b) the cache's resampling, (c) the BEATs fbank
+and the student log-mel, (d) a tiny BEATs, (e) TF-SepNet, (f) the Quick tour's CNN (forward,
+backward, a few optimiser steps), and (g) single library primitives, which say where a difference
+comes from. About 10 s natively.
 
-The driver (default) runs the fingerprint in subprocesses, natively and under QEMU user mode with an
-AVX2-only Intel CPU model (``qemu-x86_64 -cpu Haswell-noTSX``: AVX2 and FMA, no AVX-512), each with
-the pinned kernels of ``asc_lib.kernels`` (what ``import asc_lib`` sets) and unpinned
-(``ASC_KERNELS=native``), and prints which items agree with native-pinned. Pinning works if
-qemu-pinned agrees everywhere. QEMU is 10-50x slower: a qemu run takes a few minutes.
+The driver (default) runs the fingerprint in subprocesses: natively, and under QEMU user mode with
+CPU models that have AVX2 but no AVX-512 (default: ``Haswell-noTSX``, an Intel part, and
+``EPYC-Rome``, an AMD one), each pinned (the child's ``import asc_lib`` sets ``PINNED_ENV``) and
+unpinned (``ASC_KERNELS=native``). It prints, per item, a letter per configuration: ``A`` is the bits
+native-pinned gives, another letter other bits. Pinning works where every pinned column says ``A``.
+A qemu run takes 1-3 minutes (QEMU is 10-20x slower).
 
-    apt-get install qemu-user                     # Debian/Ubuntu: QEMU >= 7.2 emulates AVX2
-    python bench/cross_cpu.py                     # the four configurations and the table
-    python bench/cross_cpu.py --no-qemu --repeats 5   # what pinning costs natively (min/median)
-    python bench/cross_cpu.py --configs qemu-pinned --env NPY_DISABLE_CPU_FEATURES=X86_V4
-    python bench/cross_cpu.py --fingerprint       # one fingerprint, in this process
+    apt-get install qemu-user                       # Debian bookworm: QEMU 7.2, which emulates AVX2
+    python bench/cross_cpu.py                       # all configurations, then the table
+    python bench/cross_cpu.py --no-qemu --repeats 5 # what pinning costs natively (min/median seconds)
+    python bench/cross_cpu.py --pinning pinned --qemu-cpu Haswell-noTSX --env MKL_CBWR=AUTO
+    python bench/cross_cpu.py --fingerprint         # one fingerprint, in this process
 
-Limits: QEMU's TCG computes floats exactly as IEEE-754 says, which AVX2 hardware also does, except
-for the approximate instructions (rcpps, rsqrtps), whose bits differ between Intel and AMD parts and
-which QEMU computes exactly; and an emulated Haswell says "GenuineIntel", so a library that picks
-code by vendor is tested on its Intel path only.
+What QEMU cannot show: it computes IEEE operations exactly as hardware does, but the approximate
+instructions rcpps and rsqrtps exactly (hardware: 12-bit estimates, Intel's and AMD's differ), so a
+kernel that uses them (MKL's float32 sqrt, hence Adam) cannot be checked this way: its qemu bits match
+no real CPU. An emulated CPU also has QEMU's cache sizes and vendor string, and none of a real part's
+microcode; so agreement under QEMU is strong evidence, not proof, for a real AVX2-only machine.
 """
 
 from __future__ import annotations
@@ -31,19 +34,21 @@ import argparse
 import os
 import shutil
 import statistics
+import string
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ("native-pinned", "native-unpinned", "qemu-pinned", "qemu-unpinned")
+QEMU_CPUS = ("Haswell-noTSX", "EPYC-Rome")
 
 
 # ------------------------------------------------------------------------------------ fingerprint
 
 def fingerprint() -> None:
-    """Print ``info``, ``item <name> <sha256> <seconds>`` and ``combined <sha256> <seconds>`` lines."""
+    """Print ``info`` lines, ``item <name> <sha256> <seconds since the previous item>`` lines and
+    ``combined <sha256> <seconds in all>``."""
     import asc_lib  # first: pins the kernels (unless ASC_KERNELS=native) before torch loads
 
     import contextlib
@@ -66,19 +71,22 @@ def fingerprint() -> None:
     from numpy._core._multiarray_umath import __cpu_features__ as npy_features
 
     print(f"info torch {torch.__version__} capability {torch.backends.cpu.get_cpu_capability()}")
-    print(f"info numpy {np.__version__} using {' '.join(k for k, v in npy_features.items() if v and k.startswith(('X86_', 'AVX512_')))}")
+    targets = [k for k, on in npy_features.items() if on and k.startswith(("X86_", "AVX512_"))]
+    print(f"info numpy {np.__version__} using {' '.join(targets)}")
     print(f"info kernels {kernels_status()}")
     seed_everything(0, threads=2)
     combined, start = hashlib.sha256(), time.perf_counter()
 
-    def item(name, *arrays):
+    def item(name, *arrays, primitive=False):
+        """Print the hash of ``arrays``; the combined hash covers the book's steps, not the primitives."""
         h = hashlib.sha256()
         for a in arrays:
             a = a.detach().cpu().contiguous().numpy() if isinstance(a, torch.Tensor) else np.ascontiguousarray(a)
             h.update(f"{a.dtype}{a.shape}".encode())
             h.update(a.tobytes())
-        combined.update(h.digest())
-        print(f"item {name} {h.hexdigest()} {time.perf_counter() - item.t:.2f}", flush=True)
+        if not primitive:
+            combined.update(h.digest())
+        print(f"item {name.replace(' ', '_')} {h.hexdigest()} {time.perf_counter() - item.t:.2f}", flush=True)
         item.t = time.perf_counter()
 
     item.t = start
@@ -95,6 +103,31 @@ def fingerprint() -> None:
             opt.zero_grad()
             loss_fn(forward()).backward()
         return out, grads, [p.detach() for p in model.parameters()]
+
+    # (0) single library primitives first: they say which library differs when a step below does
+    rng = np.random.default_rng(0)
+    x64 = rng.uniform(0.001, 50, 50_000)
+    item("numpy.exp_log_f64", np.exp(x64 / 10), np.log(x64), np.log2(x64), 10 ** (x64 / 20),
+         primitive=True)  # SVML kernels on AVX-512 CPUs
+    torch.manual_seed(0)
+    x = torch.randn(4, 16000)
+    item("torch.fft (MKL DFT)", torch.fft.rfft(x[:, :4096]), torch.fft.rfft(x.reshape(-1, 512)), primitive=True)
+    item("torch.log_exp (MKL VML)", torch.log(x.abs() + 1e-3), torch.exp(x), primitive=True)
+    item("torch.sqrt (MKL VML)", torch.sqrt(x.abs()), primitive=True)  # uses rsqrtps: differs under QEMU
+    item("torch.matmul (MKL sgemm)", torch.randn(256, 513) @ torch.randn(513, 65), primitive=True)
+    xc = torch.randn(4, 32, 32, 17, requires_grad=True)
+    wc = torch.randn(64, 32, 3, 3, requires_grad=True)
+    yc = torch.nn.functional.conv2d(xc, wc, padding=1)
+    yc.square().sum().backward()
+    item("torch.conv2d (oneDNN)", yc, xc.grad, wc.grad, primitive=True)
+    item("torch.softmax_gelu (ATen)", torch.softmax(x.view(-1, 100), -1), torch.nn.functional.gelu(x),
+         primitive=True)
+    p = torch.nn.Parameter(torch.randn(1000))
+    opt = torch.optim.Adam([p], lr=1e-2, fused=True)  # its sqrt is ATen's vectorised one, not MKL's
+    for _ in range(5):
+        p.grad = torch.sin(p.detach() * 3)
+        opt.step()
+    item("torch.adam_fused (ATen)", p, primitive=True)
 
     # (a) generated clips: numpy float64 maths (sin, exp, FFT) rounded to float32 at the end
     clips = np.stack([synthetic.scene_clip(s, d, seed=[0, i]) for i, (s, d) in
@@ -160,7 +193,7 @@ def fingerprint() -> None:
 
 def child_env(pinned: bool, extra: dict[str, str]) -> dict[str, str]:
     """This process's environment without any pinning variable, so that the child's ``import asc_lib``
-    does the pinning (what is tested), or ``ASC_KERNELS=native``; then ``extra``."""
+    does the pinning (what is tested), or with ``ASC_KERNELS=native``; then ``extra``."""
     sys.path.insert(0, str(ROOT))
     from asc_lib.kernels import PINNED_ENV
 
@@ -171,20 +204,20 @@ def child_env(pinned: bool, extra: dict[str, str]) -> dict[str, str]:
     return {**env, **extra}
 
 
-def run_fingerprint(config: str, qemu_cpu: str, extra: dict[str, str], timeout: float) -> dict:
-    """Run ``--fingerprint`` in a subprocess: {"items": {name: sha}, "info": [...], "seconds": compute
-    time, "wall": process time} or {"error": why}."""
+def run_fingerprint(cpu: str | None, pinned: bool, extra: dict[str, str], timeout: float) -> dict:
+    """Run ``--fingerprint`` in a subprocess, natively (``cpu=None``) or under ``qemu-x86_64 -cpu
+    cpu``: {"items": {name: sha256}, "info": [...], "combined", "seconds" (computing), "wall"
+    (the whole process)}, or {"error": why}."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--fingerprint"]
-    if config.startswith("qemu"):
-        cmd = ["qemu-x86_64", "-cpu", qemu_cpu] + cmd
+    if cpu:
+        cmd = ["qemu-x86_64", "-cpu", cpu] + cmd
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, env=child_env(config.endswith("-pinned"), extra), cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, env=child_env(pinned, extra), cwd=ROOT, capture_output=True, text=True,
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
-    wall = time.perf_counter() - start
-    out = {"items": {}, "info": [], "wall": wall, "item_seconds": {}}
+    out = {"items": {}, "item_seconds": {}, "info": [], "wall": time.perf_counter() - start}
     for line in proc.stdout.splitlines():
         kind, _, rest = line.partition(" ")
         if kind == "info":
@@ -196,7 +229,7 @@ def run_fingerprint(config: str, qemu_cpu: str, extra: dict[str, str], timeout: 
             out["combined"], sec = rest.split()
             out["seconds"] = float(sec)
     if proc.returncode or "combined" not in out:
-        tail = [l for l in proc.stderr.splitlines() if "TCG doesn't support" not in l][-15:]
+        tail = [line for line in proc.stderr.splitlines() if "TCG doesn't support" not in line][-15:]
         return {"error": f"exit status {proc.returncode}:\n  " + "\n  ".join(tail)}
     return out
 
@@ -204,58 +237,66 @@ def run_fingerprint(config: str, qemu_cpu: str, extra: dict[str, str], timeout: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fingerprint", action="store_true", help="compute and print one fingerprint, here")
-    parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
+    parser.add_argument("--qemu-cpu", nargs="+", default=list(QEMU_CPUS), metavar="MODEL",
+                        help=f"QEMU CPU models (default: {' '.join(QEMU_CPUS)}; see qemu-x86_64 -cpu help)")
     parser.add_argument("--no-qemu", action="store_true", help="only the native configurations")
-    parser.add_argument("--qemu-cpu", default="Haswell-noTSX", help="QEMU CPU model (default: Haswell-noTSX)")
+    parser.add_argument("--no-native", action="store_true", help="only the qemu configurations")
+    parser.add_argument("--pinning", choices=("both", "pinned", "unpinned"), default="both")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra environment variable for every run (repeatable)")
+                        help="extra environment variable for every run (repeatable; wins over PINNED_ENV)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each native configuration (timing)")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds allowed per run")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per run")
     args = parser.parse_args()
     if args.fingerprint:
         return fingerprint()
 
     extra = dict(kv.split("=", 1) for kv in args.env)
-    configs = [c for c in args.configs if not (args.no_qemu and c.startswith("qemu"))]
-    if any(c.startswith("qemu") for c in configs) and not shutil.which("qemu-x86_64"):
+    cpus = [] if args.no_qemu else list(args.qemu_cpu)
+    if cpus and not shutil.which("qemu-x86_64"):
         print("qemu-x86_64 not found (apt-get install qemu-user): the qemu configurations are skipped")
-        configs = [c for c in configs if not c.startswith("qemu")]
-    print(f"python {sys.executable}; machine: {os.cpu_count()} CPUs; qemu CPU model {args.qemu_cpu}; "
-          f"extra env {extra or 'none'}")
+        cpus = []
+    pinnings = {"both": (True, False), "pinned": (True,), "unpinned": (False,)}[args.pinning]
+    configs = [(cpu, pin) for cpu in ([] if args.no_native else [None]) + cpus for pin in pinnings]
+    name = {c: f"{c[0] or 'native'}/{'pinned' if c[1] else 'unpinned'}" for c in configs}
+    print(f"python {sys.executable}; {os.cpu_count()} CPUs; extra env: {extra or 'none'}")
 
     results, times = {}, {c: [] for c in configs}
-    for rep in range(args.repeats):  # alternate the configurations, so that a busy spell hits both
+    for rep in range(args.repeats):  # native runs alternate, so that a busy spell hits both
         for c in configs:
-            if rep and c.startswith("qemu"):
-                continue
-            r = run_fingerprint(c, args.qemu_cpu, extra, args.timeout)
+            if rep and c[0]:
+                continue  # one run per qemu configuration
+            r = run_fingerprint(c[0], c[1], extra, args.timeout)
             if "error" in r:
-                print(f"{c}: {r['error']}")
+                print(f"{name[c]}: {r['error']}")
                 continue
             results.setdefault(c, r)
-            times[c].append((r["seconds"], r["wall"]))
-            print(f"{c} run {rep + 1}: {r['seconds']:.1f} s computing, {r['wall']:.1f} s in all", flush=True)
+            times[c].append((r["seconds"], r["wall"], r["item_seconds"]))
+            print(f"{name[c]} run {rep + 1}: {r['seconds']:.1f} s computing, {r['wall']:.1f} s in all", flush=True)
     if not results:
         sys.exit("no configuration ran")
 
-    ref_name = "native-pinned" if "native-pinned" in results else next(iter(results))
-    ref, cols = results[ref_name], list(results)
-    width = max(len(c) for c in cols) + 2
-    print(f"\n{'':<26}" + "".join(f"{c:>{width}}" for c in cols))
+    cols = list(results)
     for c in cols:
-        print(f"  {c}: " + "; ".join(results[c]["info"]))
-    print(f"\nsame bits as {ref_name}? (= same, DIFF not)")
-    for name in ref["items"]:
-        cells = ["=" if results[c]["items"].get(name) == ref["items"][name] else "DIFF" for c in cols]
-        print(f"{name:<26}" + "".join(f"{x:>{width}}" for x in cells))
-    print(f"{'combined':<26}" + "".join(f"{'=' if results[c]['combined'] == ref['combined'] else 'DIFF':>{width}}"
-                                         for c in cols))
-    print(f"\n{'seconds (min / median)':<26}" + "".join(f"{c:>{width}}" for c in cols))
-    for label, k in (("computing", 0), ("process", 1)):
-        print(f"{label:<26}" + "".join(f"{min(t[k] for t in times[c]):>{width // 2}.1f}/"
-                                       f"{statistics.median(t[k] for t in times[c]):<{width - width // 2 - 1}.1f}"
-                                       for c in cols))
-    print(f"{'runs':<26}" + "".join(f"{len(times[c]):>{width}}" for c in cols))
+        print(f"  {name[c]}: " + "; ".join(results[c]["info"]))
+    width = max(len(name[c]) for c in cols) + 2
+    print(f"\nA = the bits of {name[cols[0]]}; B, C, ...: other bits (the same letter, the same bits)")
+    print(f"{'':<28}" + "".join(f"{name[c]:>{width}}" for c in cols))
+    rows = [(item, [results[c]["items"].get(item) for c in cols]) for item in results[cols[0]]["items"]]
+    for label, shas in rows + [("combined", [results[c]["combined"] for c in cols])]:
+        letters = {}
+        for sha in shas:
+            letters.setdefault(sha, string.ascii_uppercase[len(letters)])
+        print(f"{label:<28}" + "".join(f"{letters[sha]:>{width}}" for sha in shas))
+    print(f"\n{'seconds: min / median':<28}" + "".join(f"{name[c]:>{width}}" for c in cols))
+    for label, k in (("computing", 0), ("whole process", 1)):
+        cells = [f"{min(t[k] for t in times[c]):.1f} / {statistics.median(t[k] for t in times[c]):.1f}" for c in cols]
+        print(f"{label:<28}" + "".join(f"{cell:>{width}}" for cell in cells))
+    print(f"{'runs':<28}" + "".join(f"{len(times[c]):>{width}}" for c in cols))
+    if args.repeats > 1:  # where the time goes (a model's forward item holds its whole training)
+        print(f"\n{'seconds per item: min':<28}" + "".join(f"{name[c]:>{width}}" for c in cols))
+        for item, _ in rows:
+            cells = [f"{min(t[2].get(item, float('nan')) for t in times[c]):.2f}" for c in cols]
+            print(f"{item:<28}" + "".join(f"{cell:>{width}}" for cell in cells))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from . import CITIES, DEVICES, SCENES
 
-TWIN_VERSION = 2  # bump when the generator's output changes: cached twins are then rebuilt
+TWIN_VERSION = 3  # bump when the generator's output changes: cached twins are then rebuilt
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
