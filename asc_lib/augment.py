@@ -112,8 +112,8 @@ def mix_freq_stats(x: torch.Tensor, lam: float | torch.Tensor, perm: torch.Tenso
     """
     # easy_dcase_task1 util/data_augmentation.py FreqMixStyle (= baseline helpers/utils.py mixstyle)
     mu = x.mean(dim=(1, 3), keepdim=True).detach()  # (B, 1, F, 1)
-    # pow(0.5), not sqrt(): torch.sqrt runs MKL's vsSqrt, whose last bit depends on the CPU's vendor
-    sig = (x.var(dim=(1, 3), keepdim=True) + eps).pow(0.5).detach()  # (B, 1, F, 1), unbiased var
+    # 1 / rsqrt, not sqrt() or pow(0.5): both run MKL's vsSqrt, whose last bit depends on the CPU's vendor
+    sig = (1 / torch.rsqrt(x.var(dim=(1, 3), keepdim=True) + eps)).detach()  # (B, 1, F, 1), unbiased var
     perm = perm.to(x.device)
     mu_mix = lam * mu + (1 - lam) * mu[perm]  # (B, 1, F, 1)
     sig_mix = lam * sig + (1 - lam) * sig[perm]  # (B, 1, F, 1)

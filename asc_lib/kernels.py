@@ -59,5 +59,5 @@ def kernels_status() -> str:
         return f"CPU kernels not pinned ({platform.machine()}, ASC_KERNELS={os.environ.get('ASC_KERNELS', '')!r}): torch uses {capability}"
     wrong = [k for k, v in PINNED_ENV.items() if os.environ.get(k) != v]
     if capability == "AVX2" and not wrong:
-        return "CPU kernels pinned to AVX2 (torch, MKL, oneDNN)"
+        return "CPU kernels pinned (torch and oneDNN: AVX2; MKL: compatible; NumPy: no AVX-512)"
     return f"CPU kernels NOT pinned: torch uses {capability}; set differently: {', '.join(wrong) or 'none'} (was torch imported before asc_lib?)"

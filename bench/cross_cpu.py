@@ -5,15 +5,15 @@
 made of and prints one SHA-256 per item (of the dtype, shape and raw bytes of its arrays) and a
 combined hash: (a) generated clips (numpy float64), (b) the cache's resampling, (c) the BEATs fbank
 and the student log-mel, (d) a tiny BEATs, (e) TF-SepNet, (f) the Quick tour's CNN (forward,
-backward, a few optimiser steps), and (g) single library primitives, which say where a difference
-comes from. About 10 s natively.
+backward, a few optimiser steps). Single library primitives come first: they say where a difference
+comes from and are left out of the combined hash. About 1 s natively on an idle 2-core machine.
 
 The driver (default) runs the fingerprint in subprocesses: natively, and under QEMU user mode with
 CPU models that have AVX2 but no AVX-512 (default: ``Haswell-noTSX``, an Intel part, and
 ``EPYC-Rome``, an AMD one), each pinned (the child's ``import asc_lib`` sets ``PINNED_ENV``) and
 unpinned (``ASC_KERNELS=native``). It prints, per item, a letter per configuration: ``A`` is the bits
 native-pinned gives, another letter other bits. Pinning works where every pinned column says ``A``.
-A qemu run takes 1-3 minutes (QEMU is 10-20x slower).
+A qemu run takes 1-3 minutes.
 
     apt-get install qemu-user                       # Debian bookworm: QEMU 7.2, which emulates AVX2
     python bench/cross_cpu.py                       # all configurations, then the table
@@ -23,9 +23,10 @@ A qemu run takes 1-3 minutes (QEMU is 10-20x slower).
 
 What QEMU cannot show: it computes IEEE operations exactly as hardware does, but the approximate
 instructions rcpps and rsqrtps exactly (hardware: 12-bit estimates, Intel's and AMD's differ), so a
-kernel that uses them (MKL's float32 sqrt, hence Adam) cannot be checked this way: its qemu bits match
-no real CPU. An emulated CPU also has QEMU's cache sizes and vendor string, and none of a real part's
-microcode; so agreement under QEMU is strong evidence, not proof, for a real AVX2-only machine.
+kernel that uses them (MKL's float32 sqrt: torch.sqrt, pow(x, 0.5), Adam unless fused) cannot be
+checked this way: its qemu bits match no real CPU. An emulated CPU also has QEMU's cache sizes and
+vendor string, and none of a real part's microcode: agreement under QEMU is strong evidence, not
+proof, for a real AVX2-only machine.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def fingerprint() -> None:
     import numpy as np
     import torch
 
+    from asc_lib.augment import mix_freq_stats
     from asc_lib.data import synthetic
     from asc_lib.data.cache import _fit, _resampler
     from asc_lib.features import beats_fbank, student_logmel
@@ -114,6 +116,8 @@ def fingerprint() -> None:
     item("torch.fft (MKL DFT)", torch.fft.rfft(x[:, :4096]), torch.fft.rfft(x.reshape(-1, 512)), primitive=True)
     item("torch.log_exp (MKL VML)", torch.log(x.abs() + 1e-3), torch.exp(x), primitive=True)
     item("torch.sqrt (MKL VML)", torch.sqrt(x.abs()), primitive=True)  # uses rsqrtps: differs under QEMU
+    item("torch.pow_0.5 (MKL VML)", x.abs().pow(0.5), primitive=True)  # torch turns pow(x, 0.5) into sqrt
+    item("torch.rsqrt (ATen)", torch.rsqrt(x.abs() + 1e-3), primitive=True)  # 1 / IEEE sqrt, no MKL
     item("torch.matmul (MKL sgemm)", torch.randn(256, 513) @ torch.randn(513, 65), primitive=True)
     xc = torch.randn(4, 32, 32, 17, requires_grad=True)
     wc = torch.randn(64, 32, 3, 3, requires_grad=True)
@@ -155,7 +159,7 @@ def fingerprint() -> None:
                       deep_norm=True, conv_pos=16, conv_pos_groups=4, relative_position_embedding=True,
                       num_buckets=32, max_distance=64, gru_rel_pos=True, finetuned_model=True, predictor_class=10)
     beats = BEATs(cfg)
-    opt = torch.optim.AdamW(beats.parameters(), lr=1e-3, weight_decay=0.01)
+    opt = torch.optim.AdamW(beats.parameters(), lr=1e-3, weight_decay=0.01, fused=True)  # as asc_lib.pretrain
     target = torch.zeros(2, 10)
     target[0, 1] = target[1, 4] = 1.0
     out, grads, params = train_steps(beats, lambda: beats.forward_fbank(fbank)[0],  # (2, 10) probabilities
@@ -164,16 +168,18 @@ def fingerprint() -> None:
     item("beats.backward", *grads)
     item("beats.adamw_5_steps", *params)
 
-    # (e) TF-SepNet (the paper's student, full width) on a (4, 1, 64, 33) batch: 5 Adam steps
+    # (e) TF-SepNet (the paper's student, full width) on a (4, 1, 64, 33) batch: 5 Adam steps; Freq-MixStyle
     torch.manual_seed(2)
     net = TFSepNet(n_classes=10)
     x = torch.randn(4, 1, 64, 33)
     y = torch.tensor([0, 3, 5, 9])
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)  # as asc_lib.train.train
     out, grads, params = train_steps(net, lambda: net(x), lambda o: torch.nn.functional.cross_entropy(o, y), opt, 5)
     item("tfsepnet.forward", out)
     item("tfsepnet.backward", *grads)
     item("tfsepnet.adam_5_steps", *params)
+    logmel = student_logmel(torch.from_numpy(clips), n_mels=256).unsqueeze(1)  # (3, 1, 256, 65)
+    item("augment.mix_freq_stats", mix_freq_stats(logmel, 0.3, torch.tensor([2, 0, 1])))  # Freq-MixStyle
 
     # (f) the Quick tour in small: tour clips, log-mels, TinyCNN trained with fit(), test logits
     waves, scenes, _, is_train = synthetic.tour_clips(2, ("a", "b"), sr=32000, seed=0)

@@ -1,6 +1,7 @@
 """Unit tests of the library on small data the tests make."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -200,10 +201,59 @@ def test_kernels_are_pinned_before_torch_loads():
     code = "import asc_lib, torch; from asc_lib.kernels import kernels_status; print(kernels_status())"
     env = {k: v for k, v in os.environ.items() if k not in PINNED_ENV and k != "ASC_KERNELS"}
     pinned = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert pinned.stdout.strip() == "CPU kernels pinned to AVX2 (torch, MKL, oneDNN)"
+    assert pinned.stdout.strip() == "CPU kernels pinned (torch and oneDNN: AVX2; MKL: compatible; NumPy: no AVX-512)"
     late = subprocess.run([sys.executable, "-c", "import torch; torch.zeros(1).sum(); " + code], env=env,
                           capture_output=True, text=True, check=True)  # torch first: too late on AVX-512
     native = subprocess.run([sys.executable, "-c", code], env={**env, "ASC_KERNELS": "native"},
                             capture_output=True, text=True, check=True)
     assert "not pinned" in native.stdout
     assert late.stdout.startswith("CPU kernels") and ("NOT pinned" in late.stdout) == ("AVX512" in late.stdout)
+
+
+def _seeds_table(margin_ssl):
+    """A seed study in long format where every claim holds by 2 points, except SSL - scratch = margin_ssl[seed]."""
+    from asc_lib import results
+
+    base = {"teacher: scratch": 30, "teacher: SSL*": 34, "teacher: SSL": 36, "teacher: SSL+SL": 40,
+            f"teacher: {results.ENSEMBLE}": 44, "student: from scratch": 30, "student: KD from SSL+SL": 32,
+            results.SUBMISSION: 33, f"{results.SUBMISSION}, INT8": 32.5}
+    rows = []
+    for seed, m in enumerate(margin_ssl):
+        for split in (5, 100):
+            for system, acc in base.items():
+                if system == "teacher: SSL":
+                    acc = 30 + m
+                if system == "teacher: SSL+SL" and split == 5:
+                    acc += 4  # the gain over scratch is larger on the small split
+                rows.append({"system": system, "split": split, "seed": seed, "accuracy": acc})
+    return pd.DataFrame(rows)
+
+
+def test_a_claim_holds_only_when_it_holds_on_every_seed():
+    from asc_lib import results
+
+    table = results.claims_table(_seeds_table([6, 6, -1]))
+    ssl = table.loc["self-supervised pre-training alone helps: SSL beats scratch"]
+    assert ssl.seeds_holding == "2/3" and not ssl.holds
+    assert ssl.margin_mean == pytest.approx(11 / 3) and ssl.margin_sd == pytest.approx(np.std([6, 6, -1], ddof=1))
+    others = table.drop(index=ssl.name)
+    assert others.holds.sum() == len(others) - 1  # SSL (30 + m) beats SSL* (34) fails on seed 2 too
+    assert not others.loc["full fine-tuning beats a frozen encoder: SSL beats SSL*"].holds
+    int8 = table.loc[[c for c in table.index if c.startswith("INT8")][0]]
+    assert int8.margin_mean == pytest.approx(0.5) and int8.holds
+
+
+def test_verdicts_say_when_the_test_set_cannot_tell():
+    from asc_lib import results
+
+    y = np.repeat(np.arange(2), 100)
+    where = np.arange(200) // 5  # 40 locations of 5 clips
+    good, same = y.copy(), y.copy()
+    good[:10], same[10:20] = 1 - y[:10], 1 - y[10:20]  # both wrong on 10 clips, of different locations
+    bad = np.where(where % 2 == 0, 1 - y, y)  # wrong on every other location
+    preds = {"good": {5: good}, "same": {5: same}, "bad": {5: bad}}
+    v = results.verdicts(preds, [("good beats bad", "good", "bad"), ("good beats same", "good", "same"),
+                                 ("bad beats good", "bad", "good")], y, where, 2)
+    assert v.verdict.tolist() == ["holds", "not resolved", "reversed"]
+    assert v.loc["good beats same", "margin"] == 0 and v.loc["good beats same", "low"] < 0 < v.loc["good beats same", "high"]
+    assert "+45.0 points" in results.say(v)
