@@ -14,9 +14,10 @@ import os
 import platform
 
 # Checked with bench/cross_cpu.py: a Zen 4 (AVX-512) host and QEMU's AVX2-only Haswell (Intel) and
-# EPYC-Rome (AMD) give the same bits, except MKL's float32 sqrt (torch.sqrt: ResNorm, Adam/AdamW unless
-# fused=True). The kernel MKL runs on AMD, and under COMPATIBLE on Intel, starts from rsqrtps, a hardware
-# estimate whose bits differ between vendors (and under QEMU); no variable avoids it, only code can.
+# EPYC-Rome (AMD) give the same bits, except MKL's float32 sqrt (torch.sqrt and pow(x, 0.5)): the kernel
+# MKL runs on AMD, and under COMPATIBLE on Intel, starts from rsqrtps, a hardware estimate whose bits
+# differ between vendors (and under QEMU); no variable avoids it, only code can. So the library never
+# calls them on float tensors: fused Adam/AdamW, and torch.rsqrt in ResNorm and Freq-MixStyle.
 PINNED_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's own vectorised kernels (elementwise ops, reductions, sleef)
     # MKL (BLAS, FFT, and torch's log/exp/erf/sqrt through VML): COMPATIBLE, because MKL honours no other

@@ -110,14 +110,14 @@ PROFILES = {
                             sl_epochs=3, sl_lr=5e-4, probe_split=5, probe_steps=500),
         teachers=TeacherSettings(
             splits=(5, 10, 25, 50, 100), val_fraction=0.1, test_monitor=1 / 3, cache_inputs=True,
-            frozen=Recipe(epochs=6, steps_per_epoch=24, batch_size=32, lr=1e-2, optimizer="adam"),
-            finetune=Recipe(epochs=6, steps_per_epoch=24, batch_size=32, lr=5e-4, optimizer="adamw",
+            frozen=Recipe(epochs=6, steps_per_epoch=16, batch_size=32, lr=1e-2, optimizer="adam"),
+            finetune=Recipe(epochs=6, steps_per_epoch=16, batch_size=32, lr=5e-4, optimizer="adamw",
                             betas=(0.9, 0.98), weight_decay=0.01, schedule="warmup_linear", warmup_epochs=0.5,
                             final_lr_ratio=0.005)),
         student=StudentSettings(
             splits=(5, 10, 25, 50, 100), n_mels=64, val_fraction=0.1, calibration_clips=256,
             cache_features=True, dir_p=0.0,
-            recipe=Recipe(epochs=6, steps_per_epoch=30, batch_size=32, lr=4e-3, optimizer="adam",
+            recipe=Recipe(epochs=6, steps_per_epoch=20, batch_size=32, lr=4e-3, optimizer="adam",
                           schedule="cosine_restarts", restart_epochs=6, restart_mult=2)),
     ),
     "full": Profile(

@@ -3,6 +3,9 @@
 
     python bench/seeds.py [--seeds 0 1 2] [--data-seed 0] [--profile ci]
 
+Run it alone: two torch processes on the same two cores slow each other down tenfold or more (their
+threads spin while they wait for each other).
+
 A training seed changes the initial weights, the batch order, the augmentation and which recordings are
 held out for validation; the twin and the small BEATs encoders stay those of ``--data-seed``. The runs go through the library exactly as the chapters call it, so seed 0 reuses the runs of
 an executed book (their cache keys are equal) and the study's seed-0 numbers are the chapters' numbers.
