@@ -28,8 +28,8 @@ import papermill
 from .paths import repo_root
 from .profiles import PROFILES
 
-CHAPTER_TIMEOUT_S = {"ci": 1500, "full": 24 * 3600}  # per chapter, wall clock
-CELL_TIMEOUT_S = {"ci": 1200, "full": 24 * 3600}
+CHAPTER_TIMEOUT_S = {"ci": 3000, "full": 24 * 3600}  # per chapter, wall clock
+CELL_TIMEOUT_S = {"ci": 2400, "full": 24 * 3600}
 
 
 def chapters(root: Path) -> list[Path]:

@@ -58,7 +58,7 @@ def test_same_seed_writes_byte_identical_files(twin, tmp_path, capsys):
     again = make_synthetic_tau(tmp_path / "again", size="tiny", seed=0, progress=False)
     assert _digest(again) == _digest(twin)
     out, err = capsys.readouterr()
-    assert out == "" and "1600 clips" in err
+    assert out == "" and "2700 clips" in err
     other = read_meta(make_synthetic_tau(tmp_path / "other", size="tiny", seed=1, progress=False))
     first = read_meta(twin)
     assert not np.array_equal(sf.read(first.path[0])[0], sf.read(other.path[0])[0])
