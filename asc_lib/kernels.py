@@ -1,8 +1,9 @@
 """Pinned CPU kernels: the same bits on any x86-64 machine (no torch import here).
 
-The kernels that torch, MKL and oneDNN pick depend on the CPU (AVX2 only, or AVX-512), and so do the
-float sums they make: a chapter executed on one machine printed other numbers on another. Pinning them
-all to AVX2, which every x86-64 machine of this project's kinds has, makes a re-run give the same bits.
+The kernels that torch, MKL, oneDNN and NumPy pick depend on the CPU (AVX2 only or AVX-512, Intel or
+AMD), and so do the float sums they make: a chapter executed on one machine printed other numbers on
+another. :data:`PINNED_ENV` pins torch and oneDNN to AVX2 (which every x86-64 machine of this project's
+kinds has), MKL to its vendor-independent compatible path and NumPy to its AVX2 kernels.
 The variables are read when the libraries load, so they must be set before the process's first
 ``import torch``: importing ``asc_lib`` does it (``asc_lib/__init__.py``), and ``tasks.py`` sets them
 for every process it starts. Set ``ASC_KERNELS=native`` to opt out (faster, not repeatable across CPUs).
