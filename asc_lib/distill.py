@@ -39,7 +39,7 @@ from .data.tau import read_split
 from .profiles import TeacherSettings
 from .teachers import TEACHERS, _scores, data_id, ensemble_logits, ensemble_name, hold_out_recordings, run_folder, write_manifest
 from .teachers import run_all as run_all_teachers
-from .train import predict_logits, train
+from .train import predict_logits, train, with_passes
 
 STUDENT_VERSION = 4  # bump when a run's results would change
 STUDENTS = (None, *[(t,) for t in TEACHERS], TEACHERS)  # from scratch, KD from each teacher, KD from all three
@@ -134,7 +134,8 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
         return {"val_loss": F.cross_entropy(torch.from_numpy(val), torch.from_numpy(y_val)).item(),
                 "val_acc": 100 * macro_accuracy(y_val, val.argmax(1), len(SCENES))}
 
-    out = train(model, step_loss, len(train_part), settings.recipe, device=dev, seed=seed, evaluate=evaluate,
+    recipe = with_passes(settings.recipe, len(train_part), settings.min_passes)
+    out = train(model, step_loss, len(train_part), recipe, device=dev, seed=seed, evaluate=evaluate,
                 select="val_loss", mode="min", workdir=folder, key=key, desc=f"student {name} {split} %", progress=progress,
                 log=lambda line: print(f"  student ({name}) {split:>3} %  {line}"))
     test = predict_logits(model, len(test_x), lambda i: test_x[i], device=dev, batch_size=128)

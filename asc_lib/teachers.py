@@ -54,7 +54,7 @@ from .metrics import class_accuracy, group_accuracy, macro_accuracy
 from .models.beats import BEATs, load_beats_checkpoint
 from .paths import artifacts_dir
 from .profiles import TeacherSettings
-from .train import Recipe, predict_logits, train
+from .train import Recipe, predict_logits, train, with_passes
 
 TEACHER_VERSION = 3  # bump when a run's results would change
 STRATEGIES = ("scratch", "SSL*", "SSL", "SSL+SL")
@@ -117,8 +117,9 @@ def monitor_rows(test_part: pd.DataFrame, fraction: float, seed: int) -> np.ndar
     return np.flatnonzero(test_part.recording.isin(pick).to_numpy())
 
 
-def recipe_of(strategy: str, settings: TeacherSettings) -> Recipe:
-    return settings.frozen if strategy == "SSL*" else settings.finetune
+def recipe_of(strategy: str, settings: TeacherSettings, n_train: int) -> Recipe:
+    """The recipe of ``strategy`` for a run on ``n_train`` training clips (see ``min_passes``)."""
+    return with_passes(settings.frozen if strategy == "SSL*" else settings.finetune, n_train, settings.min_passes)
 
 
 def make_teacher(strategy: str, checkpoints: dict, seed: int, config=None) -> TokenClassifier:
@@ -241,7 +242,6 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
                 profile: str, seed: int, device, inputs: TeacherInputs | None = None,
                 progress: bool = True) -> dict:
     """Train (or reuse) one teacher on one split; return its manifest (see the module docstring)."""
-    recipe = recipe_of(strategy, settings)
     ckpt_ids = {k: (Path(v).name, Path(v).stat().st_size) for k, v in checkpoints.items()}
     config = {"strategy": strategy, "split": split, "settings": asdict(settings), "checkpoints": ckpt_ids,
               "data": data_id(root), "seed": seed, "version": [__version__, TEACHER_VERSION]}
@@ -251,6 +251,7 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
     t0 = time.perf_counter()
 
     train_part, val_part = hold_out_recordings(split_part, settings.val_fraction, seed)
+    recipe = recipe_of(strategy, settings, len(train_part))
     tr_rows = torch.from_numpy(rows(meta, train_part))
     y_tr = torch.from_numpy(labels(train_part).copy())
     is_a = torch.from_numpy(train_part.device.to_numpy() == "a")

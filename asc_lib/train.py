@@ -100,6 +100,17 @@ def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (e - start) / period))
 
 
+def with_passes(recipe: Recipe, n_train: int, passes: float) -> Recipe:
+    """``recipe`` lengthened, when it has a fixed ``steps_per_epoch``, so that its whole schedule sees
+    at least ``passes`` passes over ``n_train`` examples: steps_per_epoch becomes
+    max(steps_per_epoch, ceil(passes * n_train / (epochs * batch_size))). The ``ci`` profile uses it to
+    give a large split the steps it needs without lengthening the small ones (which already see many)."""
+    if recipe.steps_per_epoch is None or passes <= 0:
+        return recipe
+    need = math.ceil(passes * n_train / (recipe.epochs * recipe.batch_size))
+    return dataclasses.replace(recipe, steps_per_epoch=max(recipe.steps_per_epoch, need))
+
+
 # ------------------------------------------------------------------------------------ helpers
 
 def _dist() -> tuple[int, int]:

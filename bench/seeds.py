@@ -83,12 +83,12 @@ def main():
         rows += rows_of(seed, teacher_runs, students, int8, y_test)
         timing.append((seed, time.perf_counter() - t0))
         print(f"seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
-    seeds = pd.DataFrame(rows)
-    folder = results_dir()
-    for name, table, index in (("seeds", seeds, False), ("claims", results.claims_table(seeds), True)):
-        tmp = folder / f".{name}.csv.tmp"
-        table.to_csv(tmp, index=index, float_format="%.4f")
-        os.replace(tmp, folder / f"{name}.csv")
+        seeds = pd.DataFrame(rows)  # written after every seed: an interrupted study keeps the seeds it ran
+        folder = results_dir()
+        for name, table, index in (("seeds", seeds, False), ("claims", results.claims_table(seeds), True)):
+            tmp = folder / f".{name}.csv.tmp"
+            table.to_csv(tmp, index=index, float_format="%.4f")
+            os.replace(tmp, folder / f"{name}.csv")
     spread = seeds.groupby(["system", "seed"]).accuracy.mean().groupby("system").agg(["mean", "std"])
     print(spread.round(2).to_string())
     print(results.claims_table(seeds).round(2).to_string())

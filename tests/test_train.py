@@ -20,7 +20,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from asc_lib.repro import seed_everything  # noqa: E402
-from asc_lib.train import Recipe, lr_at, predict, predict_logits, train  # noqa: E402
+from asc_lib.train import Recipe, lr_at, predict, predict_logits, train, with_passes  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -90,6 +90,16 @@ def test_warmup_linear_rises_then_decays_to_the_final_ratio():
     assert all(a > b for a, b in zip(m[10:], m[11:]))  # then falling
     assert m[-1] == pytest.approx(0.1)  # lr * final_lr_ratio at the last step
     assert all(lr_at(Recipe(epochs=3, batch_size=4, lr=1.0), s, 7) == 1.0 for s in range(21))  # constant
+
+
+def test_with_passes_lengthens_only_a_fixed_step_recipe_that_sees_too_few_passes():
+    r = Recipe(epochs=6, batch_size=32, lr=1.0, steps_per_epoch=16)  # 3,072 clips in all
+    assert with_passes(r, 160, 3) == r  # a small split already sees 19 passes
+    big = with_passes(r, 3200, 3)  # 9,600 clips needed: 50 steps of 32 in each of 6 epochs
+    assert big.steps_per_epoch == 50 and big.epochs == 6 and big.lr == 1.0
+    assert big.epochs * big.steps_per_epoch * big.batch_size >= 3 * 3200
+    assert with_passes(r, 3200, 0) == r
+    assert with_passes(Recipe(epochs=6, batch_size=32, lr=1.0), 3200, 3).steps_per_epoch is None  # whole passes
 
 
 def test_cosine_restarts_match_torch_and_restart_at_10_and_30_epochs():
