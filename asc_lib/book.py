@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import io
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import papermill
 
 from .paths import repo_root
@@ -143,6 +145,32 @@ def run_chapter(src: Path, target: Path, params: dict, profile: str) -> tuple[bo
         return True, "ok"
 
 
+def check_types(declared: dict, overrides: dict) -> None:
+    """Refuse a ``-p`` value whose type does not fit the default in a chapter's parameters cell (an int
+    for an int, a number for a float, a list for a list or ``None``, ...), naming the chapter."""
+    for path, params in declared.items():
+        for name, value in overrides.items():
+            if name not in params:
+                continue
+            try:
+                default = ast.literal_eval(params[name]["default"])
+            except (ValueError, SyntaxError):
+                continue  # not a literal: nothing to check against
+            if default is None:
+                ok = value is None or isinstance(value, (list, tuple, int, float, str))
+            elif isinstance(default, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif isinstance(default, float):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, type(default))
+            if not ok:
+                raise SystemExit(f"-p {name} {value!r}: {path.name} expects a {type(default).__name__} "
+                                 f"(its default is {params[name]['default']}), got a {type(value).__name__}")
+
+
 def run(root: Path, profile: str, only: list[str] | None, overrides: dict) -> int:
     if "profile" in overrides:
         raise SystemExit("set the profile with --profile, not -p profile")
@@ -151,6 +179,7 @@ def run(root: Path, profile: str, only: list[str] | None, overrides: dict) -> in
     unknown = set(overrides) - {name for d in declared.values() for name in d}
     if unknown:
         raise SystemExit(f"no selected chapter has parameter(s) {sorted(unknown)}")
+    check_types(declared, overrides)
     (root / "book").mkdir(exist_ok=True)
     rows, status = [], 0
     for i, src in enumerate(todo, 1):
@@ -188,21 +217,60 @@ def build(root: Path, output: Path | None = None) -> int:
     return code
 
 
+def _published_table(root: Path, published: str, name: str) -> pd.DataFrame:
+    """``name`` (e.g. ``teachers.csv``) from the folder ``published`` or from ``book/results`` at the git
+    revision ``published``."""
+    if Path(published).is_dir():
+        return pd.read_csv(Path(published) / name, index_col=0)
+    got = subprocess.run(["git", "show", f"{published}:book/results/{name}"], cwd=root, capture_output=True,
+                         text=True)
+    if got.returncode != 0:
+        raise SystemExit(f"compare: cannot read book/results/{name} at git revision {published!r} "
+                         f"({got.stderr.strip()}); pass --published FOLDER")
+    return pd.read_csv(io.StringIO(got.stdout), index_col=0)
+
+
+def compare(root: Path, published: str) -> int:
+    """Print which numbers of ``book/results`` moved from the published ones beyond the seed study's
+    spread, and which claims changed verdict; 1 if any did (see :func:`asc_lib.results.compare`)."""
+    from . import results
+
+    folder = root / "book" / "results"
+    tables = {src: results.systems(*(load("teachers.csv"), load("student.csv")))
+              for src, load in (("published", lambda n: _published_table(root, published, n)),
+                                ("new", lambda n: pd.read_csv(folder / n, index_col=0)))}
+    numbers, claims = results.compare(tables["published"], tables["new"], pd.read_csv(folder / "seeds.csv"))
+    pd.set_option("display.width", 200)
+    print(numbers.round(2).to_string())
+    print(claims.round(2).to_string())
+    moved, changed = int(numbers.moved.sum()), int(claims["verdict changed"].sum())
+    print(f"\n{moved} of {len(numbers)} numbers moved beyond 3 seed standard deviations (at least 0.5 points); "
+          f"{changed} of {len(claims)} claims changed verdict")
+    return 1 if moved or changed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m asc_lib.book", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="execute the chapters into book/")
     p_run.add_argument("--profile", choices=sorted(PROFILES), default="ci")
-    p_run.add_argument("--only", nargs="+", metavar="CHAPTER", help="chapter names (e.g. quick_tour)")
+    p_run.add_argument("--only", nargs="+", action="extend", metavar="CHAPTER",
+                       help="chapter names (e.g. quick_tour); repeatable")
     p_run.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                        help="set a chapter parameter (repeatable)")
     sub.add_parser("build", help="build the HTML book from book/ (warnings are errors)")
+    p_cmp = sub.add_parser("compare", help="compare book/results (after a run) with the published tables")
+    p_cmp.add_argument("--published", default="HEAD", metavar="GIT_REF_OR_FOLDER",
+                       help="a folder with the published teachers.csv and student.csv, or a git revision "
+                            "whose book/results holds them (default: HEAD)")
     args = parser.parse_args(argv)
     root = repo_root()
     if root is None:
         parser.error("run this from the book's checkout (a folder with _toc.yml and asc_lib/)")
     if args.command == "run":
         return run(root, args.profile, args.only, {k: parse_value(v) for k, v in args.p})
+    if args.command == "compare":
+        return compare(root, args.published)
     return build(root)
 
 

@@ -95,6 +95,27 @@ def curves(history: list[dict], keys, chance: dict | None = None, title: str = "
     return fig
 
 
+def validation_curves(runs: dict, key: str = "val_loss", title: str = ""):
+    """``key`` per epoch of every run (``runs``: ``(name, split) -> manifest``), one panel per split,
+    one line per name; the open circle is the epoch that was selected."""
+    splits = sorted({s for _, s in runs})
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 3.3), layout="constrained",
+                             squeeze=False, sharey=True)
+    for ax, split in zip(axes.flat, splits):
+        for k, ((name, s), m) in enumerate((n, m) for n, m in runs.items() if n[1] == split):
+            h = m["history"]
+            line, = ax.plot([e["epoch"] for e in h], [e[key] for e in h], marker=".", label=name,
+                            color=plt.cm.tab10(k % 10))
+            best = h[m["best_epoch"] - 1]
+            ax.plot(best["epoch"], best[key], "o", mfc="none", ms=10, color=line.get_color())
+        ax.set(xlabel="epoch", title=f"{split} % split")
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel(key.replace("_", " "))
+    axes.flat[-1].legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
 def embedding_scatter(xy, groups: dict, title: str = ""):
     """2-D embeddings coloured by each grouping in ``groups`` ({name: (labels array, label names)})."""
     fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 5), layout="constrained", squeeze=False)

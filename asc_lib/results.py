@@ -77,6 +77,21 @@ ENSEMBLE = "ensemble SSL* + SSL + SSL+SL"  # the paper's teacher: all three
 SUBMISSION = "student: KD from SSL* + SSL + SSL+SL"  # the student the paper submits (then INT8)
 
 
+def convergence(runs: dict, recipe_of) -> pd.DataFrame:
+    """Has each run's validation loss flattened? One row per run (``runs``: ``(name, split) ->
+    manifest`` with a per-epoch ``history``; ``recipe_of(name, split)``: the recipe it trained with): its
+    optimiser steps, the epoch that validation loss selected, the lowest validation loss, and how much
+    that lowest loss fell in the last third of the epochs (``last-third drop``: about 0 once flat)."""
+    out = []
+    for (name, split), m in runs.items():
+        r, val = recipe_of(name, split), [h["val_loss"] for h in m["history"]]
+        third = max(1, len(val) // 3)
+        out.append({"run": name, "split": split, "steps": r.epochs * r.steps_per_epoch,
+                    "selected epoch": f"{m['best_epoch']}/{len(val)}", "lowest val loss": min(val),
+                    "last-third drop": min(val[:-third]) - min(val[-third:])})
+    return pd.DataFrame(out).set_index(["run", "split"])
+
+
 def _mean_over_splits(seeds: pd.DataFrame) -> pd.DataFrame:
     """``seeds`` (long: system, split, seed, accuracy) -> accuracy averaged over splits, (seed x system)."""
     return seeds.groupby(["seed", "system"]).accuracy.mean().unstack("system")
@@ -113,3 +128,33 @@ def claims_table(seeds: pd.DataFrame) -> pd.DataFrame:
                          "margin_mean": margins.mean().to_numpy(), "margin_sd": margins.std(ddof=1).to_numpy(),
                          "holds": (held == len(margins)).to_numpy()},
                         index=pd.Index(margins.columns, name="claim"))
+
+
+def systems(teachers: pd.DataFrame, student: pd.DataFrame) -> pd.DataFrame:
+    """The chapters' tables (``teachers.csv``, ``student.csv``: one row per system, one column per split)
+    in the seed study's long format and names: ``system, split, seed (0), accuracy``."""
+    splits = [c for c in teachers.columns if str(c).isdigit()]
+    wide = pd.concat([teachers[splits].rename(index=lambda n: f"teacher: {n}"),
+                      student[splits].rename(index=lambda n: n.replace("student ", "student: "))])
+    out = wide.rename_axis("system").reset_index().melt("system", var_name="split", value_name="accuracy")
+    return out.assign(split=out.split.astype(int), seed=0)[["system", "split", "seed", "accuracy"]]
+
+
+def compare(published: pd.DataFrame, new: pd.DataFrame, seeds: pd.DataFrame, k: float = 3.0,
+            floor: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A re-execution (``new``) against the published numbers (``published``), both as :func:`systems`
+    gives them, with tolerances from the seed study ``seeds``: a number has *moved* when it differs by
+    more than ``k`` times its standard deviation over the training seeds at that split (at least
+    ``floor`` points). Returns (one row per system and split: published, new, difference, tolerance,
+    moved) and (one row per claim: its margin in each and whether its verdict changed)."""
+    key = ["system", "split"]
+    sd = seeds.groupby(key).accuracy.std(ddof=1).rename("sd")
+    both = published.merge(new, on=key, how="outer", suffixes=(" published", " new"))
+    both = both.merge(sd.reset_index(), on=key, how="left").set_index(key).sort_index()
+    both["difference"] = both["accuracy new"] - both["accuracy published"]
+    both["tolerance"] = np.maximum(k * both.sd.fillna(0), floor)
+    both["moved"] = ~(both.difference.abs() <= both.tolerance)  # a missing number has moved too
+    claims = pd.DataFrame({"margin published": claim_margins(published).iloc[0],
+                           "margin new": claim_margins(new).iloc[0]})
+    claims["verdict changed"] = (claims["margin published"] > 0) != (claims["margin new"] > 0)
+    return both.drop(columns=["seed published", "seed new", "sd"]), claims

@@ -85,6 +85,23 @@ def test_only_selects_by_name_and_unknown_names_are_refused(small_book):
         book.run(small_book, "ci", None, {"profile": "full"})
 
 
+def test_parameter_values_are_checked_against_the_defaults_before_anything_runs(small_book, monkeypatch):
+    _chapter(small_book / "chapters" / "01_alpha.ipynb", "print('ran')",
+             params="seed = 0\nlr = 0.5\nname = 'x'\nsplits = None\nfast = False")
+    for name, value, expects in (("seed", "abc", "an? int"), ("seed", 1.5, "an? int"), ("lr", "fast", "an? float"),
+                                 ("name", 3, "an? str"), ("fast", 1, "an? bool"), ("seed", True, "an? int")):
+        with pytest.raises(SystemExit, match=f"-p {name} .*01_alpha.ipynb expects {expects}"):
+            book.run(small_book, "ci", None, {name: value})
+    assert not (small_book / "book").exists()  # refused before any chapter ran
+    assert book.run(small_book, "ci", None, {"seed": 2, "lr": 1, "splits": [5, 100], "name": "y", "fast": True}) == 0
+    calls = []
+    monkeypatch.setattr(book, "run", lambda root, profile, only, overrides: calls.append(only) or 0)
+    monkeypatch.chdir(small_book)
+    monkeypatch.setattr(book, "repo_root", lambda: small_book)
+    assert book.main(["run", "--only", "alpha", "--only", "beta", "gamma"]) == 0
+    assert calls == [["alpha", "beta", "gamma"]]  # repeated --only accumulates
+
+
 def test_no_chapters_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no chapters found"):
         book.chapters(tmp_path)

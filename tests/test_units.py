@@ -257,3 +257,60 @@ def test_verdicts_say_when_the_test_set_cannot_tell():
     assert v.verdict.tolist() == ["holds", "not resolved", "reversed"]
     assert v.loc["good beats same", "margin"] == 0 and v.loc["good beats same", "low"] < 0 < v.loc["good beats same", "high"]
     assert "+45.0 points" in results.say(v)
+
+
+def test_convergence_reports_steps_selection_and_the_last_third_drop():
+    from asc_lib import results
+    from asc_lib.train import Recipe
+
+    def run(val, best):
+        return {"history": [{"epoch": i + 1, "val_loss": v} for i, v in enumerate(val)], "best_epoch": best}
+
+    runs = {("flat", 5): run([2.0, 1.0, 0.9, 0.8, 0.81, 0.8], 4),
+            ("falling", 100): run([2.0, 1.5, 1.2, 1.0, 0.9, 0.7], 6)}
+    table = results.convergence(runs, lambda name, split: Recipe(epochs=6, batch_size=8, lr=1.0,
+                                                                 steps_per_epoch=split))
+    assert table.loc[("flat", 5), "steps"] == 30 and table.loc[("falling", 100), "steps"] == 600
+    assert table.loc[("flat", 5), "last-third drop"] == pytest.approx(0.0)  # 0.8 before and after
+    assert table.loc[("falling", 100), "last-third drop"] == pytest.approx(0.3)  # 1.0 -> 0.7
+    assert table.loc[("flat", 5), "selected epoch"] == "4/6" and table.loc[("falling", 100), "lowest val loss"] == 0.7
+
+
+def test_compare_flags_numbers_beyond_the_seed_spread_and_changed_verdicts(tmp_path):
+    from asc_lib import book, results
+
+    seeds = _seeds_table([6, 5, 7])  # SSL's accuracy has sd 1 over the seeds; every other system sd 0
+    wide = lambda t: (t[t.seed == 0].assign(split=lambda d: d.split.astype(str))
+                      .pivot(index="system", columns="split", values="accuracy"))
+    w = wide(seeds)
+    teachers = w.loc[[i for i in w.index if i.startswith("teacher: ")]].rename(index=lambda n: n[9:])
+    student = w.loc[[i for i in w.index if i.startswith("student: ")]].rename(index=lambda n: "student " + n[9:])
+    published = results.systems(teachers, student)
+    assert set(published.system) == set(seeds.system) and len(published) == len(seeds) // 3
+
+    new = published.copy()
+    new.loc[new.system == "teacher: SSL", "accuracy"] += 2.9  # within 3 sd (3 points)
+    new.loc[(new.system == "student: from scratch") & (new.split == 5), "accuracy"] += 0.4  # within the floor
+    numbers, claims = results.compare(published, new, seeds)
+    assert not numbers.moved.any() and not claims["verdict changed"].any()
+
+    new.loc[(new.system == "student: from scratch"), "accuracy"] += 3.0  # KD (32, 33) now below scratch (33.4)
+    numbers, claims = results.compare(published, new, seeds)
+    assert numbers.moved.sum() == 2 and numbers.loc[("student: from scratch", 5), "difference"] == pytest.approx(3.4)
+    changed = claims.index[claims["verdict changed"]].tolist()
+    assert changed == ["distillation from the ensemble beats the student from scratch",
+                       "distillation from SSL+SL beats the student from scratch"]
+
+    # the command: published tables from a folder, new ones from book/results (here: a fake checkout)
+    (tmp_path / "published").mkdir()
+    (tmp_path / "book" / "results").mkdir(parents=True)
+    teachers.to_csv(tmp_path / "published" / "teachers.csv")
+    student.to_csv(tmp_path / "published" / "student.csv")
+    teachers.to_csv(tmp_path / "book" / "results" / "teachers.csv")
+    student.assign(**{"5": student["5"] + 10}).to_csv(tmp_path / "book" / "results" / "student.csv")
+    seeds.to_csv(tmp_path / "book" / "results" / "seeds.csv", index=False)
+    assert book.compare(tmp_path, str(tmp_path / "published")) == 1
+    student.to_csv(tmp_path / "book" / "results" / "student.csv")
+    assert book.compare(tmp_path, str(tmp_path / "published")) == 0
+    with pytest.raises(SystemExit, match="git revision"):
+        book.compare(tmp_path, "no-such-revision")
