@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent
 
 
 def pytest_collectstart(collector):
-    # nbval (--nbval-lax) compares the outputs of cells marked NBVAL_CHECK_OUTPUT. Leave out what is
+    # nbval (--nbval-lax) compares the outputs of cells tagged nbval-check-output. Leave out what is
     # not a printed result: audio players and other HTML, glued values, progress bars on stderr.
     if str(getattr(collector, "path", "")).endswith(".ipynb"):
         collector.skip_compare += ("text/html", "image/svg+xml", "application/javascript", "stderr",

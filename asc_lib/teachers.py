@@ -272,7 +272,7 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
     # ``full``), only to compare the authors' test-selected epoch with the validation-selected one
     mon = monitor_rows(test_part, settings.test_monitor, seed)
     y_mon = y_test[mon]
-    monitored = {}  # epoch -> logits on the monitored test clips
+    monitored = []  # logits on the monitored test clips, one per epoch trained in this process
     tokens = inputs.tokens(model.encoder, str(checkpoints["SSL"]), dev) if strategy == "SSL*" else None
 
     def score(m, r):
@@ -285,7 +285,7 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
     def evaluate(m):
         val = score(m, val_rows)
         test = score(m, test_rows[mon])
-        monitored[len(monitored) + 1] = test
+        monitored.append(test)
         return {"val_loss": F.cross_entropy(torch.from_numpy(val), torch.from_numpy(y_val)).item(),
                 "val_acc": 100 * macro_accuracy(y_val, val.argmax(1), len(SCENES)),
                 "test_acc": 100 * macro_accuracy(y_mon, test.argmax(1), len(SCENES))}
@@ -294,6 +294,8 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
                 select="val_loss", mode="min", workdir=folder, key=key, desc=f"{strategy} {split} %",
                 progress=progress, log=lambda line: print(f"  {strategy:>7} {split:>3} %  {line}"))
     history, best = out["history"], out["best_epoch"]
+    # a resumed run scored only the epochs after its resume: they are the last len(monitored) epochs
+    monitored = dict(zip(range(len(history) - len(monitored) + 1, len(history) + 1), monitored))
     # logits of the selected weights: on the whole test split (scored) and on every clip of the split
     # (the student's targets; not for the scratch row, which teaches nobody)
     test = monitored.get(best) if len(mon) == len(test_part) else None

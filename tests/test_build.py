@@ -82,3 +82,12 @@ def test_student_and_results_chapters_glue_what_they_printed(html):
     assert 0 <= int(held) <= int(total) == len(claims) - 1 + 2  # the seed study's claims and two fixed ones
     for name in ("student", "student_devices", "teachers_devices", "complexity", "seeds"):
         assert (ROOT / "book" / "results" / f"{name}.csv").is_file()
+
+
+@pytest.mark.parametrize("name", [p.stem for p in sorted((ROOT / "book").glob("[0-9]*.ipynb"))])
+def test_chapter_pages_show_no_test_apparatus_and_no_nan(html, name):
+    page = (html / "book" / f"{name}.html").read_text()
+    assert "NBVAL" not in page  # checked cells are marked by a tag, not a comment shown in the code
+    assert "google.colab" not in page and "pip install" not in page  # the Colab install cell is not shown
+    cells = re.findall(r"<td[^>]*>\s*(?:nan|NaN)\s*</td>", page)
+    assert not cells, f"{name}: a table shows NaN"

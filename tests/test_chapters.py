@@ -39,7 +39,7 @@ def test_first_cell_installs_only_in_colab(path):
     repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     first = _read(path).cells[0]
     assert first.cell_type == "code"
-    assert {"skip-execution", "nbval-skip"} <= set(first.metadata.get("tags", []))
+    assert {"skip-execution", "nbval-skip", "remove-cell"} <= set(first.metadata.get("tags", []))  # not in the HTML
     assert 'if "google.colab" in sys.modules:' in first.source
     assert f"git+{repo}@" in first.source, "the install cell must use the repository URL of _config.yml"
     assert " -e " not in first.source and "torch" not in first.source  # never reinstall torch in Colab
@@ -82,3 +82,10 @@ def test_config_follows_book_practice():
     assert cfg["repository"]["branch"] == "main"
     assert cfg["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
     assert cfg["sphinx"]["config"]["nb_merge_streams"] is True
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_checked_cells_are_tagged_not_commented(path):
+    nb = _read(path)
+    assert not any("NBVAL" in c.source for c in nb.cells), "mark checked cells with the nbval-check-output tag"
+    assert any("nbval-check-output" in c.metadata.get("tags", []) for c in nb.cells)

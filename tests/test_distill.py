@@ -49,7 +49,7 @@ def test_mixup_mixes_the_kd_term_per_teacher_target():
 
 def test_student_runs_from_scratch_and_from_an_ensemble(setup, capsys):  # noqa: F811
     profile, root, meta, _ = setup
-    settings = replace(profile.student, n_mels=32, calibration_clips=8, cache_features=False, dir_p=0.4,
+    settings = replace(profile.student, n_mels=32, calibration_clips=8, cache_features=False, dir_p=0.4, min_passes=0,
                        recipe=Recipe(epochs=2, steps_per_epoch=2, batch_size=8, lr=1e-3, optimizer="adam"))
     mans = {t: _run(setup, t) for t in ("SSL*", "SSL", "SSL+SL")}
     kw = dict(meta=meta, split_part=read_split(root, 100, meta), test_part=read_split(root, "test", meta),
@@ -88,7 +88,7 @@ def test_a_teacher_that_never_saw_a_clip_is_a_clear_error(setup):  # noqa: F811
 def test_cached_features_train_without_dir_and_say_so(setup):  # noqa: F811
     profile, root, meta, _ = setup
     w32 = dataset.waves(meta, 32000, profile)
-    settings = replace(profile.student, n_mels=32, cache_features=True, dir_p=0.0,
+    settings = replace(profile.student, n_mels=32, cache_features=True, dir_p=0.0, min_passes=0,
                        recipe=Recipe(epochs=1, steps_per_epoch=2, batch_size=8, lr=1e-3, optimizer="adam"))
     kw = dict(meta=meta, split_part=read_split(root, 100, meta), test_part=read_split(root, "test", meta),
               w32=w32, manifests={}, root=root, profile=profile.name, seed=0, device="cpu", progress=False)

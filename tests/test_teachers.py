@@ -27,7 +27,8 @@ def setup(tmp_path_factory):
         ci = profiles.get_profile("ci")
         recipe = Recipe(epochs=2, steps_per_epoch=2, batch_size=8, lr=1e-3)
         profile = replace(ci, data=replace(ci.data, twin_size="tiny"),
-                          teachers=replace(ci.teachers, frozen=recipe, finetune=replace(recipe, optimizer="adamw")))
+                          teachers=replace(ci.teachers, frozen=recipe, finetune=replace(recipe, optimizer="adamw"),
+                                           min_passes=0))
         root = dataset.prepare("", profile, seed=0)
         folder = tmp_path_factory.mktemp("ckpt")
         torch.manual_seed(0)
@@ -172,3 +173,41 @@ def test_cached_inputs_give_the_same_teacher(setup):
     assert [h["val_loss"] for h in m["history"]] == pytest.approx([h["val_loss"] for h in plain["history"]], abs=1e-5)
     assert m["test"]["macro"] == pytest.approx(plain["test"]["macro"])
     assert np.allclose(teachers.load_logits(m, "train"), teachers.load_logits(plain, "train"), atol=1e-4)
+
+
+@pytest.mark.parametrize("monitor", [1.0, 0.5])
+def test_a_resumed_teacher_publishes_what_an_uninterrupted_one_does(setup, monkeypatch, tmp_path, monitor):
+    profile, root, meta, ckpts = setup
+    settings = replace(profile.teachers, test_monitor=monitor, finetune=replace(profile.teachers.finetune, epochs=4))
+    kw = dict(meta=meta, split_part=read_split(root, 100, meta), test_part=read_split(root, "test", meta),
+              w16=dataset.waves(meta, 16000, profile), checkpoints=ckpts, settings=settings, root=root,
+              profile=profile.name, seed=0, device="cpu", progress=False)
+    monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "whole"))
+    whole = teachers.run_teacher("SSL+SL", 100, **kw)
+
+    real = teachers.train
+
+    def killed_in_epoch_2(*args, evaluate, **kwargs):  # as if the machine stopped while epoch 2 was scored
+        def scored(model, calls=[]):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return evaluate(model)
+        return real(*args, evaluate=scored, **kwargs)
+
+    monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "cut"))
+    monkeypatch.setattr(teachers, "train", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        teachers.run_teacher("SSL+SL", 100, **kw)
+    monkeypatch.setattr(teachers, "train", real)
+    resumed = teachers.run_teacher("SSL+SL", 100, **kw)
+
+    a, b = Path(whole["folder"]), Path(resumed["folder"])
+    for name in ("test_logits.npy", "train_logits.npy"):
+        assert np.array_equal(np.load(a / name), np.load(b / name)), name
+    sa, sb = (torch.load(f / "model.pt", weights_only=True)["state_dict"] for f in (a, b))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    drop = lambda m: {k: v for k, v in m.items() if k not in ("folder", "seconds", "history")}
+    assert drop(whole) == drop(resumed)
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in whole["history"]] == \
+        [{k: v for k, v in h.items() if k != "seconds"} for h in resumed["history"]]
