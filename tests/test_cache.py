@@ -159,11 +159,53 @@ def _missing(folder: Path) -> tuple[Path, list[str]]:
     return folder / "missing.wav", ["no such file"]
 
 
-@pytest.mark.parametrize("make", [_corrupt, _wrong_rate, _stereo, _missing])
+def _half_second(folder: Path) -> tuple[Path, list[str]]:
+    return write_sine(folder / "short.wav", 440.0, seconds=0.5), ["1 s", "22050 samples"]
+
+
+def _three_seconds(folder: Path) -> tuple[Path, list[str]]:
+    return write_sine(folder / "long.wav", 440.0, seconds=3.0), ["1 s", "132300 samples"]
+
+
+def _header_only(folder: Path) -> tuple[Path, list[str]]:
+    path = folder / "empty.wav"
+    sf.write(path, np.zeros(0), SR, subtype="PCM_24")
+    return path, ["found 0 samples"]
+
+
+def _truncated(folder: Path) -> tuple[Path, list[str]]:
+    whole = write_sine(folder / "whole.wav", 440.0).read_bytes()
+    path = folder / "truncated.wav"
+    path.write_bytes(whole[: len(whole) // 3])  # the header still promises 1 s
+    return path, ["expected"]
+
+
+def _eight_bit(folder: Path) -> tuple[Path, list[str]]:
+    path = folder / "8bit.wav"
+    sf.write(path, 0.5 * np.sin(np.arange(SR) / 10), SR, subtype="PCM_U8")
+    return path, ["16-bit or more", "PCM_U8"]
+
+
+def _loud_float(folder: Path) -> tuple[Path, list[str]]:
+    path = folder / "loud.wav"
+    sf.write(path, 1.5 * np.sin(np.arange(SR) / 10).astype(np.float32), SR, subtype="FLOAT")
+    return path, ["within [-1, 1]", "1.500"]
+
+
+def _nan_float(folder: Path) -> tuple[Path, list[str]]:
+    path = folder / "nan.wav"
+    x = 0.1 * np.ones(SR, dtype=np.float32)
+    x[100:103] = np.nan
+    sf.write(path, x, SR, subtype="FLOAT")
+    return path, ["finite samples", "3 NaN"]
+
+
+@pytest.mark.parametrize("make", [_corrupt, _wrong_rate, _stereo, _missing, _half_second, _three_seconds,
+                                  _header_only, _truncated, _eight_bit, _loud_float, _nan_float])
 def test_bad_audio_raises_naming_the_file(clips, tmp_path, make):
     bad, words = make(tmp_path)
     with pytest.raises(AudioFormatError) as err:
-        load_wav(bad)
+        load_wav(bad, seconds=1.0)
     msg = str(err.value)
     assert bad.name in msg and "expected" in msg
     for w in words:

@@ -1,6 +1,7 @@
 """The TAU22 reader and the synthetic twin written in its layout."""
 
 import hashlib
+import re
 import shutil
 
 import numpy as np
@@ -136,3 +137,64 @@ def test_meta_problems_name_file_and_line(copy):
         read_meta(copy)
     with pytest.raises(ValueError, match="unknown split 7"):
         read_split(copy, 7)
+
+
+def _copy_lists(twin, dest):
+    """The twin's meta.csv and split files (not the audio) in ``dest``, to be damaged by a test."""
+    (dest / "audio").mkdir(parents=True)
+    for f in twin.glob("*.csv"):
+        shutil.copy(f, dest / f.name)
+    return dest
+
+
+def _rows(path):
+    return path.read_text().splitlines()
+
+
+def test_the_twin_passes_the_integrity_check(twin, capsys):
+    from asc_lib.data import tau
+
+    assert tau.check_dataset(twin) == []
+    assert tau.main([str(twin)]) == 0
+    assert "splits nested, disjoint from test, whole recordings" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("test_clip_in_train", r"split100.csv: 1 recording\(s\) also in test.csv"),
+    ("split100_is_test", r"split100.csv: .* also in test.csv"),
+    ("not_nested", r"split5.csv: 1 clip\(s\) not in split10.csv, e.g. .*: the splits must be nested"),
+    ("duplicate_row", r"split25.csv: 1 clip\(s\) listed twice"),
+    ("header_only_test", r"test.csv: no clip of scene\(s\) airport, bus"),
+    ("three_scenes", r"split5.csv: no clip of scene\(s\) .*every split needs all 10 scenes"),
+    ("part_of_a_recording", r"split50.csv: 1 recording\(s\) only in part"),
+])
+def test_damaged_split_files_are_refused_naming_the_file(twin, tmp_path, damage, expected, capsys):
+    from asc_lib import profiles
+    from asc_lib.data import dataset, tau
+
+    root = _copy_lists(twin, tmp_path / "tau")
+    lines = {name: _rows(root / f"{name}.csv") for name in ("split5", "split10", "split25", "split50",
+                                                            "split100", "test")}
+    write = lambda name, rows: (root / f"{name}.csv").write_text("\n".join(rows) + "\n")
+    if damage == "test_clip_in_train":
+        write("split100", lines["split100"] + [lines["test"][1]])
+    elif damage == "split100_is_test":
+        write("split100", lines["test"])
+    elif damage == "not_nested":
+        extra = next(r for r in lines["split100"][1:] if r not in lines["split10"])
+        write("split5", lines["split5"] + [extra])
+    elif damage == "duplicate_row":
+        write("split25", lines["split25"] + [lines["split25"][1]])
+    elif damage == "header_only_test":
+        write("test", lines["test"][:1])
+    elif damage == "three_scenes":
+        keep = ("airport", "bus", "metro")
+        write("split5", [r for r in lines["split5"] if r == lines["split5"][0] or r.endswith(keep)])
+    elif damage == "part_of_a_recording":
+        write("split50", [r for r in lines["split50"] if r != lines["split50"][1]])
+    problems = tau.check_dataset(root)
+    assert any(re.search(expected, p) for p in problems), problems
+    assert all(str(root) in p for p in problems)  # every problem names its file
+    with pytest.raises(DatasetFormatError, match="problem"):
+        dataset.prepare(str(root), profiles.get_profile("ci"))
+    assert tau.main([str(root)]) == 1 and re.search(expected, capsys.readouterr().out)

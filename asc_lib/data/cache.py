@@ -38,12 +38,15 @@ class AudioFormatError(ValueError):
     """A clip is missing, unreadable, or not in the format the dataset promises."""
 
 
-def load_wav(path: Path | str, expected_sr: int = 44100, channels: int = 1) -> np.ndarray:
+def load_wav(path: Path | str, expected_sr: int = 44100, channels: int = 1,
+             seconds: float | None = None) -> np.ndarray:
     """Read one WAV as float32 in [-1, 1].
 
     Returns shape ``(T,)`` when ``channels == 1``, else ``(T, channels)``. Raises
     :class:`AudioFormatError`, naming the file, what was expected and what was found, when the file
-    is missing, cannot be decoded, or has another sample rate or channel count.
+    is missing, cannot be decoded, has another sample rate or channel count, has 8-bit samples, lasts
+    other than ``seconds`` (when given) within 1 %, or holds samples that are not finite or lie
+    outside [-1, 1] (a float file can).
     """
     path = Path(path)
     want = f"a {expected_sr} Hz, {channels}-channel audio file"
@@ -55,11 +58,20 @@ def load_wav(path: Path | str, expected_sr: int = 44100, channels: int = 1) -> n
                 raise AudioFormatError(f"{path}: expected {expected_sr} Hz, found {f.samplerate} Hz")
             if f.channels != channels:
                 raise AudioFormatError(f"{path}: expected {channels} channel(s), found {f.channels}")
+            if f.subtype in ("PCM_U8", "PCM_S8"):
+                raise AudioFormatError(f"{path}: expected 16-bit or more per sample, found {f.subtype}")
             data = f.read(dtype="float32", always_2d=True)
     except AudioFormatError:
         raise
     except (sf.SoundFileError, RuntimeError, OSError, ValueError) as err:
         raise AudioFormatError(f"{path}: expected {want}, found an unreadable file ({err})") from err
+    if seconds is not None and abs(len(data) - seconds * expected_sr) > 0.01 * seconds * expected_sr:
+        raise AudioFormatError(f"{path}: expected {seconds:g} s ({round(seconds * expected_sr)} samples, "
+                               f"within 1 %), found {len(data)} samples ({len(data) / expected_sr:.3f} s)")
+    if not np.isfinite(data).all():
+        raise AudioFormatError(f"{path}: expected finite samples, found {int((~np.isfinite(data)).sum())} NaN or inf")
+    if np.abs(data).max(initial=0.0) > 1.0:
+        raise AudioFormatError(f"{path}: expected samples within [-1, 1], found {np.abs(data).max():.3f}")
     return np.ascontiguousarray(data[:, 0]) if channels == 1 else data
 
 
@@ -171,7 +183,8 @@ def waveform_cache(files: list[Path], sr: int, cache_dir: Path, *, source_sr: in
     try:
         for lo in range(0, len(todo), chunk):
             rows = todo[lo:lo + chunk]
-            batch = torch.stack([_fit(torch.from_numpy(load_wav(files[i], source_sr)), src_len) for i in rows])
+            batch = torch.stack([_fit(torch.from_numpy(load_wav(files[i], source_sr, seconds=seconds)), src_len)
+                                 for i in rows])
             with torch.inference_mode():
                 wave = _fit(resample(batch), shape[1])
             data[rows] = wave.numpy()

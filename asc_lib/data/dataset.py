@@ -15,7 +15,7 @@ from ..profiles import Profile
 from . import DEVICES, SCENES
 from .cache import waveform_cache
 from .synthetic import make_synthetic_tau
-from .tau import DatasetFormatError, is_tau_folder
+from .tau import DatasetFormatError, check_dataset, is_tau_folder
 
 
 def prepare(data_root: str, profile: Profile, seed: int = 0) -> Path:
@@ -27,6 +27,10 @@ def prepare(data_root: str, profile: Profile, seed: int = 0) -> Path:
             raise DatasetFormatError(
                 f"{root} is not a TAU22 folder: expected meta.csv, audio/, split5.csv ... split100.csv and "
                 "test.csv there (asc_lib.data.download.fetch_tau22 downloads and arranges them)")
+        problems = check_dataset(root)
+        if problems:
+            raise DatasetFormatError(f"{root}: {len(problems)} problem(s) in its split files (all of them: "
+                                     f"python -m asc_lib.data.tau {root}):\n" + "\n".join(problems[:10]))
         return root
     size = profile.data.twin_size
     return make_synthetic_tau(artifacts_dir(profile.name) / f"tau22-twin-{size}-seed{seed}", size=size, seed=seed)

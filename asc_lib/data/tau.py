@@ -94,6 +94,48 @@ def read_split(root: Path, split: int | str, meta: pd.DataFrame | None = None) -
     return meta.iloc[index[[r[0] for r in rows]].to_numpy()].reset_index(drop=True)
 
 
+def check_dataset(root: Path, meta: pd.DataFrame | None = None) -> list[str]:
+    """Every problem of the split files of the TAU22 folder ``root`` (empty: none), each naming its file:
+    a split or test file that cannot be read, lists a clip twice or misses a scene; splits that are not
+    nested (5 in 10 in 25 in 50 in 100) or share recordings with the test split; a recording (its 1 s
+    clips by one device) that a split takes only in part."""
+    root = Path(root)
+    meta = read_meta(root) if meta is None else meta
+    problems, parts = [], {}
+    for split in (*SPLITS, "test"):
+        path = root / (f"split{split}.csv" if split != "test" else "test.csv")
+        try:
+            part = read_split(root, split, meta)
+        except DatasetFormatError as err:
+            problems.append(str(err))
+            continue
+        twice = part.filename[part.filename.duplicated()]
+        if len(twice):
+            problems.append(f"{path}: {len(twice)} clip(s) listed twice, e.g. {twice.iloc[0]}")
+        if set(SCENES) - set(part.scene):
+            problems.append(f"{path}: no clip of scene(s) {', '.join(sorted(set(SCENES) - set(part.scene)))}; "
+                            f"every split needs all {len(SCENES)} scenes")
+        parts[split] = (path, part)
+    clips = meta.groupby(["recording", "device"]).filename.agg(set)  # every clip of each recording
+    for split, (path, part) in parts.items():
+        taken = part.groupby(["recording", "device"]).filename.agg(set)
+        cut = [k for k, names in taken.items() if names != clips[k]]
+        if cut:
+            problems.append(f"{path}: {len(cut)} recording(s) only in part, e.g. {cut[0][0]} (device {cut[0][1]}): "
+                            "a split takes whole 10 s recordings")
+        if split != "test" and "test" in parts:
+            shared = set(part.recording) & set(parts["test"][1].recording)
+            if shared:
+                problems.append(f"{path}: {len(shared)} recording(s) also in test.csv, e.g. {min(shared)}")
+    for small, large in zip(SPLITS, SPLITS[1:]):
+        if small in parts and large in parts:
+            extra = set(parts[small][1].filename) - set(parts[large][1].filename)
+            if extra:
+                problems.append(f"{parts[small][0]}: {len(extra)} clip(s) not in split{large}.csv, e.g. "
+                                f"{min(extra)}: the splits must be nested")
+    return problems
+
+
 def is_tau_folder(root: Path) -> bool:
     """Whether ``root`` looks like a TAU22 folder (meta.csv, audio/, the split files)."""
     root = Path(root)
@@ -115,3 +157,27 @@ def split_summary(root: Path, meta: pd.DataFrame | None = None) -> pd.DataFrame:
         row.update({f"n_{d}": int((part.device == d).sum()) for d in DEVICES})
         rows.append(row)
     return pd.DataFrame(rows).set_index("split")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m asc_lib.data.tau ROOT``: check a TAU22-format folder; print its splits or every problem."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m asc_lib.data.tau", description=main.__doc__)
+    parser.add_argument("root", type=Path)
+    root = parser.parse_args(argv).root
+    try:
+        meta = read_meta(root)
+        problems = check_dataset(root, meta)
+    except DatasetFormatError as err:
+        problems = [str(err)]
+    if problems:
+        print(f"{root}: {len(problems)} problem(s)\n" + "\n".join(f"- {p}" for p in problems))
+        return 1
+    print(split_summary(root, meta).to_string())
+    print(f"{root}: {len(meta):,} clips, splits nested, disjoint from test, whole recordings, every scene present")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
