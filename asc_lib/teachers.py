@@ -223,7 +223,8 @@ def run_folder(kind: str, name: str, split: int, config: dict, profile: str) -> 
     manifest = folder / "manifest.json"
     if manifest.is_file():
         print(f"{kind}: {name} on split {split}: reusing {folder}", file=sys.stderr)
-        return folder, key, json.loads(manifest.read_text())
+        # the folder it was found in, not the one it was written in: an artifacts folder can move
+        return folder, key, {**json.loads(manifest.read_text()), "folder": str(folder)}
     folder.mkdir(parents=True, exist_ok=True)
     return folder, key, None
 

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import pickle
 import sys
 import time
 from dataclasses import dataclass
@@ -166,9 +167,27 @@ def _cpu_state(model: nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+CHECKPOINT_KEYS = {"fingerprint", "model", "optimizer", "scheduler", "order", "carry", "rng", "history",
+                   "best_epoch", "best_state"}
+
+
 def _load(path: Path) -> dict:
-    """Read a checkpoint of :func:`train` (plain containers and tensors: weights_only works)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Read a checkpoint of :func:`train` (plain containers and tensors: weights_only works); a clear
+    error naming the file, and the way out, when it is damaged."""
+    way_out = f"delete {path} to start this run again from its first epoch"
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # objects that are not tensors and plain containers: never loaded
+        raise RuntimeError(f"{path}: this interrupted run's checkpoint holds objects that are not plain data, "
+                           f"which train() never writes; {way_out}") from err
+    except Exception as err:  # truncated, empty, not a torch file
+        raise RuntimeError(f"{path}: cannot read this interrupted run's checkpoint "
+                           f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'no detail'}); "
+                           f"{way_out}") from err
+    if not isinstance(ck, dict) or not CHECKPOINT_KEYS <= set(ck):
+        missing = sorted(CHECKPOINT_KEYS - set(ck)) if isinstance(ck, dict) else ["(not a dict)"]
+        raise RuntimeError(f"{path}: not a checkpoint of asc_lib.train.train (missing {', '.join(missing)}); {way_out}")
+    return ck
 
 
 def _fmt(v) -> str:

@@ -211,3 +211,22 @@ def test_a_resumed_teacher_publishes_what_an_uninterrupted_one_does(setup, monke
     assert drop(whole) == drop(resumed)
     assert [{k: v for k, v in h.items() if k != "seconds"} for h in whole["history"]] == \
         [{k: v for k, v in h.items() if k != "seconds"} for h in resumed["history"]]
+
+
+def test_a_moved_artifacts_folder_is_still_reused(setup, monkeypatch, tmp_path, capsys):
+    import shutil
+
+    profile, root, meta, ckpts = setup
+    kw = dict(meta=meta, split_part=read_split(root, 5, meta), test_part=read_split(root, "test", meta),
+              w16=dataset.waves(meta, 16000, profile), checkpoints=ckpts, settings=profile.teachers, root=root,
+              profile=profile.name, seed=0, device="cpu", progress=False)
+    monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "here"))
+    first = teachers.run_teacher("SSL", 5, **kw)
+    shutil.move(tmp_path / "here", tmp_path / "there")
+    monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "there"))
+    capsys.readouterr()
+    moved = teachers.run_teacher("SSL", 5, **kw)
+    assert "reusing" in capsys.readouterr().err and moved["key"] == first["key"]
+    assert moved["folder"].startswith(str(tmp_path / "there"))
+    assert np.array_equal(teachers.load_logits(moved, "test"), np.load(Path(first["folder"].replace("here", "there"))
+                                                                       / "test_logits.npy"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -263,6 +264,27 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path, capsys):
     fresh_model, fresh = run()
     assert strip(out["history"]) == strip(fresh["history"]) and same_weights(model, fresh_model)
     assert torch.load(tmp_path / "last.pt", weights_only=True)["fingerprint"] != first  # overwritten
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "not_torch", "other_dict", "code"])
+def test_a_damaged_checkpoint_is_named_with_the_way_out(tmp_path, damage):
+    run(workdir=tmp_path)
+    path = tmp_path / "last.pt"
+    whole = path.read_bytes()
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncated":
+        path.write_bytes(whole[: len(whole) // 2])
+    elif damage == "not_torch":
+        path.write_text("epoch 3 of 4\n")
+    elif damage == "other_dict":
+        torch.save({"model": {}}, path)
+    else:  # a pickle that would run code: weights_only refuses it, and so do we, without suggesting otherwise
+        import pickle
+        path.write_bytes(pickle.dumps(Exception("boom")))
+    with pytest.raises(RuntimeError, match=f"{re.escape(str(path))}: .*; delete {re.escape(str(path))} to start") as err:
+        run(workdir=tmp_path)
+    assert "weights_only=False" not in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------- params
