@@ -226,14 +226,36 @@ def test_changing_the_file_list_changes_the_key(clips, tmp_path):
     assert key != cache_key(clips, 32000, seconds=2.0)
     longer = write_sine(tmp_path / clips[0].name, 440.0, seconds=1.5)  # same name, other size
     assert key != cache_key([longer] + clips[1:], 32000)
-    # rewritten in place with the same name and size (a twin regenerated with another seed)
-    before = cache_key(clips, 32000)
+    # touched, not changed: the same key (with a memo, the file is read again once: its times changed)
+    before = cache_key(clips, 32000, memo=tmp_path / "memo.json")
     stat = os.stat(clips[1])
-    clips[1].write_bytes(clips[1].read_bytes())
     os.utime(clips[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-    assert clips[1].stat().st_size == stat.st_size and before != cache_key(clips, 32000)
+    assert cache_key(clips, 32000, memo=tmp_path / "memo.json") == before
+    # rewritten in place with other samples, the same name and size, and its old modification time
+    # restored (a twin regenerated with another seed, or a careless copy): a new key
+    stat = os.stat(clips[1])
+    data, sr = sf.read(clips[1], dtype="float32")
+    sf.write(clips[1], -data, sr, subtype="PCM_24")
+    os.utime(clips[1], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (clips[1].stat().st_size, clips[1].stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    assert cache_key(clips, 32000, memo=tmp_path / "memo.json") != before
     a = waveform_cache(clips, 32000, tmp_path / "c", progress=False)
     b = waveform_cache(clips[:-1], 32000, tmp_path / "c", progress=False)
     assert Path(a.filename).name != Path(b.filename).name
     assert b.shape == (11, 32000)
     assert np.array_equal(np.asarray(a[:11]), np.asarray(b))
+
+
+def test_a_rewritten_clip_is_decoded_again_and_stale_partial_builds_are_removed(tmp_path):
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    files = [write_sine(folder / f"c{i}.wav", 200.0 * (i + 1)) for i in range(3)]
+    first = np.asarray(waveform_cache(files, 16000, tmp_path / "cache", progress=False)).copy()
+    stat = os.stat(files[0])
+    write_sine(files[0], 999.0)  # same name and size, other samples
+    os.utime(files[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the old time
+    partial = tmp_path / "cache" / "wave_16000_0123456789abcdef.partial.npy"  # left by a killed build
+    partial.write_bytes(b"x" * 1000)
+    again = np.asarray(waveform_cache(files, 16000, tmp_path / "cache", progress=False))
+    assert not np.array_equal(again[0], first[0]) and np.array_equal(again[1:], first[1:])
+    assert not partial.exists()

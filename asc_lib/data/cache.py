@@ -95,16 +95,47 @@ def _stat(path) -> os.stat_result | None:
         return None
 
 
-def cache_key(files: list[Path], sr: int, *, source_sr: int = 44100, seconds: float = 1.0) -> str:
+def content_hashes(files: list[Path], memo: Path | None = None) -> list[str]:
+    """A hash of each file's bytes (BLAKE2b, 128 bits; ``"missing"`` for a missing file). With ``memo``
+    (a JSON file), a file whose size, modification time, change time and inode are as remembered there
+    is not read again: rewriting a file and restoring its modification time still changes its change
+    time, so nothing stale is trusted, while an unchanged dataset costs one ``stat`` per file."""
+    known = {}
+    if memo is not None and memo.is_file():
+        try:
+            known = json.loads(memo.read_text())
+        except ValueError:
+            known = {}  # a damaged memo is only a slower start
+    out, changed = [], False
+    for f in files:
+        st = _stat(f)
+        if st is None:
+            out.append("missing")
+            continue
+        sig = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        entry = known.get(str(f))
+        if entry is None or entry[:4] != sig:
+            entry = known[str(f)] = sig + [hashlib.blake2b(Path(f).read_bytes(), digest_size=16).hexdigest()]
+            changed = True
+        out.append(entry[4])
+    if memo is not None and changed:
+        tmp = memo.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, memo)
+    return out
+
+
+def cache_key(files: list[Path], sr: int, *, source_sr: int = 44100, seconds: float = 1.0,
+              memo: Path | None = None) -> str:
     """Hex SHA-256 of everything the cached values depend on.
 
-    The file list enters as (name, size in bytes, modification time) in order, so renaming, adding,
-    removing, reordering, resizing or rewriting a clip (a twin regenerated with another seed has the
-    same names and sizes) gives a new key; moving the folder with its times kept does not.
+    The file list enters as (name, hash of the bytes) in order (:func:`content_hashes`, remembered in
+    ``memo``), so renaming, adding, removing, reordering or rewriting a clip gives a new key, whatever
+    its size and times; moving the folder, or touching a file without changing it, does not.
     """
     payload = {
         "version": CACHE_VERSION,
-        "files": [[Path(f).name, *((st.st_size, st.st_mtime_ns) if (st := _stat(f)) else (-1, -1))] for f in files],
+        "files": [[Path(f).name, h] for f, h in zip(files, content_hashes(files, memo))],
         "sr": int(sr),
         "source_sr": int(source_sr),
         "seconds": float(seconds),
@@ -154,7 +185,7 @@ def waveform_cache(files: list[Path], sr: int, cache_dir: Path, *, source_sr: in
         raise ValueError(f"waveform_cache: chunk must be >= 1, got {chunk}")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = cache_key(files, sr, source_sr=source_sr, seconds=seconds)
+    key = cache_key(files, sr, source_sr=source_sr, seconds=seconds, memo=cache_dir / "hashes.json")
     name = f"wave_{sr}_{key[:16]}"
     final = cache_dir / f"{name}.npy"
     partial = cache_dir / f"{name}.partial.npy"
@@ -173,6 +204,9 @@ def waveform_cache(files: list[Path], sr: int, cache_dir: Path, *, source_sr: in
                       f"{final.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
             return out
 
+    for stale in [*cache_dir.glob(f"wave_{sr}_*.partial.npy"), *cache_dir.glob(f"wave_{sr}_*.done.npy")]:
+        if not stale.name.startswith(f"{name}."):  # an interrupted build of other clips: never resumed
+            stale.unlink()
     data, done = _open_partial(partial, mask, shape)
     todo = np.flatnonzero(~done[:])
     resample = _resampler(source_sr, sr)
