@@ -30,6 +30,9 @@ class FakeServer:
         self.cut_first: dict[str, int] = {}  # path -> bytes sent before cutting the first request
         self.cut_always: dict[str, int] = {}  # path -> bytes sent before cutting every request
         self.gone: set[str] = set()  # paths answered with 404
+        self.no_length: set[str] = set()  # paths sent without Content-Length (the end is the connection's)
+        self.etags: dict[str, str] = {}  # path -> ETag (If-Range honoured)
+        self.after_first: dict[str, tuple[bytes, str]] = {}  # path -> (data, ETag) served from request 2 on
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.url = ""
         self._lock = threading.Lock()
@@ -51,9 +54,14 @@ def _handler(state: FakeServer):
             if path in state.gone or path not in state.files:
                 self.send_error(404, "Not Found")
                 return
+            if not first and path in state.after_first:  # the file changed on the server
+                state.files[path], state.etags[path] = state.after_first.pop(path)
             data = state.files[path]
             start, status = 0, 200
             header = self.headers.get("Range")
+            if_range = self.headers.get("If-Range")
+            if if_range is not None and if_range != state.etags.get(path):
+                header = None  # RFC 9110: a changed representation is sent whole
             if header and not state.ignore_range:
                 start = int(header.removeprefix("bytes=").split("-")[0])
                 if start >= len(data):
@@ -67,7 +75,12 @@ def _handler(state: FakeServer):
             self.send_response(status)
             if status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-            self.send_header("Content-Length", str(len(body)))
+            if path in state.etags:
+                self.send_header("ETag", state.etags[path])
+            if path in state.no_length:
+                self.close_connection = True
+            else:
+                self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             cut = state.cut_always.get(path, state.cut_first.get(path) if first else None)
             if cut is not None:
@@ -213,7 +226,85 @@ def test_connection_refused_says_how_to_get_the_file_by_hand(tmp_path):
         dl.download(f"http://127.0.0.1:{port}/x.zip", tmp_path / "x.zip", progress=False, timeout=5)
 
 
+def test_a_file_of_unannounced_size_is_kept_only_when_it_can_be_verified(server, tmp_path):
+    server.no_length.add("/data.bin")
+    server.cut_first["/data.bin"] = 30_000  # looks like a normal end: nothing says it is short
+    with pytest.raises(dl.DownloadError, match="without announcing its size.*Pass size=, md5= or sha256="):
+        _get(server, tmp_path)
+    assert not (tmp_path / "data.bin").exists() and not _part(tmp_path / "data.bin").exists()
+    out = _get(server, tmp_path, md5=MD5)  # with a checksum: the complete file verifies
+    assert out.read_bytes() == DATA
+
+
+def test_a_file_that_changed_on_the_server_is_not_spliced(server, tmp_path):
+    new = bytes(reversed(DATA))
+    server.etags["/data.bin"] = '"v1"'
+    server.after_first["/data.bin"] = (new, '"v2"')
+    server.cut_first["/data.bin"] = 40_000
+    out = _get(server, tmp_path, size=len(DATA))
+    assert out.read_bytes() == new  # all of the new file, not 40,000 old bytes and the new rest
+    (_, retry), = [r for r in server.requests[1:]]
+    assert retry["If-Range"] == '"v1"' and retry["Range"] == "bytes=40000-"
+    assert not (tmp_path / "data.bin.part.etag").exists()
+
+
+@pytest.mark.parametrize("code, says", [(28, "the disk is full"), (13, "the folder is not writable")])
+def test_a_write_error_is_named_as_such_and_the_bytes_are_kept(server, tmp_path, monkeypatch, code, says):
+    real_open = open
+
+    class Full:
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def write(self, b):
+            self.n += len(b)
+            if self.n > 50_000:
+                raise OSError(code, os.strerror(code))
+            return self.f.write(b)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def fake_open(path, mode="r", *a, **kw):
+        f = real_open(path, mode, *a, **kw)
+        return Full(f) if str(path).endswith(".part") and "b" in mode and ("w" in mode or "a" in mode) else f
+
+    monkeypatch.setattr(dl, "open", fake_open, raising=False)
+    with pytest.raises(dl.DownloadError, match=f"cannot write .*data.bin.part: {says}.*run this again"):
+        _get(server, tmp_path, size=len(DATA))
+    assert len(server.requests) == 1  # not retried as if the connection had dropped
+    assert 0 < _part(tmp_path / "data.bin").stat().st_size <= 50_000  # kept, to resume
+    monkeypatch.undo()
+    monkeypatch.setattr(dl, "RETRY_WAIT_S", 0.0)
+    assert _get(server, tmp_path, size=len(DATA)).read_bytes() == DATA
+
+
+def test_a_target_folder_that_cannot_be_made_is_named(server, tmp_path, monkeypatch):
+    def refuse(self, *a, **kw):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(dl.DownloadError, match=f"cannot write {tmp_path / 'ro'}: the folder is not writable"):
+        dl.download(server.url + "/data.bin", tmp_path / "ro" / "data.bin", progress=False)
+
+
 # ------------------------------------------------------------------------------------------- unpack
+
+
+def test_unpack_never_replaces_a_folder_by_a_file(tmp_path):
+    first, second = tmp_path / "one.zip", tmp_path / "two.zip"
+    first.write_bytes(_zip({"audio/a.wav": b"clip"}))
+    second.write_bytes(_zip({"audio": b"a file named like the folder", "other.txt": b"x"}))
+    into = tmp_path / "out"
+    dl.unpack(first, into)
+    with pytest.raises(dl.DownloadError, match=r"two.zip: would replace the folder .*audio .*nothing was changed"):
+        dl.unpack(second, into)
+    assert (into / "audio" / "a.wav").read_bytes() == b"clip" and (into / ".unpacked-one.zip").is_file()
+    assert not (into / "other.txt").exists() and not (into / ".unpacked-two.zip").exists()
+    assert sorted(p.name for p in into.iterdir()) == [".unpacked-one.zip", "audio"]  # no temp folder left
 
 
 def _zip(entries: dict[str, bytes]) -> bytes:

@@ -14,6 +14,7 @@ Every failure is a :class:`DownloadError` that names the file or URL and what wa
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import http.client
@@ -138,7 +139,10 @@ def _attempt(url: str, part: Path, dest: Path, timeout: float, progress: bool,
     Raises ``_Retry`` when the transfer ended before the announced length.
     """
     have = part.stat().st_size if part.exists() else 0
+    tag = _validator_file(part)  # the ETag (or Last-Modified) of the file the part is a prefix of
     headers = {"Range": f"bytes={have}-"} if have else {}
+    if have and tag.is_file():  # If-Range: if the file changed on the server, it sends all of the new one
+        headers["If-Range"] = tag.read_text()
     try:
         response = _open(url, dest, headers, timeout, manual)
     except HTTPError as e:  # 416: nothing left to send; the part may already be complete
@@ -151,29 +155,57 @@ def _attempt(url: str, part: Path, dest: Path, timeout: float, progress: bool,
     with response:
         length = response.headers.get("Content-Length")
         length = int(length) if length is not None else None
+        validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
         if response.status == 206:
             first, total = _total_from_content_range(response.headers.get("Content-Range"))
             if first != have:
                 part.unlink()
                 raise _Retry(f"asked for bytes {have}- but the server sent bytes from {first}; starting again")
+            if tag.is_file() and validator and validator != tag.read_text():
+                part.unlink()  # a server that ignored If-Range: the rest is of another file
+                raise _Retry(f"{url} changed on the server since {part.name} was started; starting again")
             start, mode = have, "ab"
-        else:  # 200: the server ignored the Range header, so start from zero
+        else:  # 200: the server ignored the Range header, or the file changed: start from zero
             start, mode, total = 0, "wb", length
+        try:
+            tag.unlink(missing_ok=True)
+            if validator:
+                tag.write_text(validator)
+        except OSError as e:
+            raise _write_error(tag, e) from None
         if total is None and length is not None:
             total = start + length
         bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
                    desc=dest.name, disable=not progress)
-        with bar, open(part, mode) as f:
-            try:
-                while chunk := response.read(CHUNK):
+        try:
+            with bar, open(part, mode) as f:
+                while True:
+                    try:
+                        chunk = response.read(CHUNK)
+                    except (OSError, http.client.HTTPException) as e:
+                        raise _Retry(f"connection dropped: {e!r}", total) from None
+                    if not chunk:
+                        break
                     f.write(chunk)
                     bar.update(len(chunk))
-            except (OSError, http.client.HTTPException) as e:
-                raise _Retry(f"connection dropped: {e!r}", total) from None
+        except OSError as e:  # writing, not reading (a dropped connection is a _Retry)
+            raise _write_error(part, e) from None
     got = part.stat().st_size
     if length is not None and got < start + length:
         raise _Retry(f"connection closed after {got} of {start + length} bytes", total)
     return total
+
+
+def _validator_file(part: Path) -> Path:
+    return part.with_name(part.name + ".etag")
+
+
+def _write_error(path: Path, err: OSError) -> DownloadError:
+    why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+           errno.EACCES: "the folder is not writable", errno.EPERM: "the folder is not writable",
+           errno.EROFS: "the file system is read-only"}.get(err.errno, err.strerror or str(err))
+    return DownloadError(f"cannot write {path}: {why}. Free space or choose a writable folder, then run this "
+                         "again: what was downloaded so far is kept and resumed.")
 
 
 def _digest(path: Path, algorithm: str) -> str:
@@ -212,7 +244,10 @@ def download(url: str, dest: Path, *, size: int | None = None, md5: str | None =
     dest = Path(dest)
     if dest.is_file() and _problem(dest, size, md5, sha256) is None:
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _write_error(dest.parent, e) from None
     part = dest.with_name(dest.name + ".part")
     if part.exists() and size is not None and part.stat().st_size > size:
         part.unlink()  # longer than the file can be: not a prefix of it
@@ -236,7 +271,14 @@ def download(url: str, dest: Path, *, size: int | None = None, md5: str | None =
                     f"{dest.name} is truncated: expected {expected}, got {got} bytes after {attempt} attempts "
                     f"from {url} (last problem: {e}). Run this again to resume from {part}.") from None
             time.sleep(RETRY_WAIT_S * 2 ** (attempt - 1))
+    if total is None and not (md5 or sha256):
+        part.unlink()
+        _validator_file(part).unlink(missing_ok=True)
+        raise DownloadError(f"{url} sent {dest.name} without announcing its size, and no size or checksum was "
+                            "given: a truncated file could not be told from a complete one, so it was not kept. "
+                            "Pass size=, md5= or sha256=.")
     problem = _problem(part, total, md5, sha256)
+    _validator_file(part).unlink(missing_ok=True)
     if problem:
         part.unlink()
         raise DownloadError(f"{dest.name} downloaded from {url} does not verify: {problem}. The download was "
@@ -278,15 +320,30 @@ def _extract_tar(archive: Path, tmp: Path) -> None:
             t.extractall(tmp, members=members)
 
 
-def _merge(src: Path, dst: Path) -> None:
-    """Move the entries of ``src`` into ``dst``, merging folders that already exist."""
+def _is_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def _clashes(src: Path, dst: Path) -> list[Path]:
+    """Entries of ``dst`` that ``src`` would replace by another kind (a file by a folder or the reverse)."""
+    out = []
     for entry in src.iterdir():
         target = dst / entry.name
-        if entry.is_dir() and not entry.is_symlink() and target.is_dir():
+        if _is_dir(entry) and _is_dir(target):
+            out += _clashes(entry, target)
+        elif (target.exists() or target.is_symlink()) and _is_dir(entry) != _is_dir(target):
+            out.append(target)
+    return out
+
+
+def _merge(src: Path, dst: Path) -> None:
+    """Move the entries of ``src`` into ``dst``, merging folders that already exist (files replace files;
+    :func:`_clashes` has made sure nothing replaces a folder)."""
+    for entry in src.iterdir():
+        target = dst / entry.name
+        if _is_dir(entry) and _is_dir(target):
             _merge(entry, target)
         else:
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
             os.replace(entry, target)
 
 
@@ -321,6 +378,12 @@ def unpack(archive: Path, into: Path) -> Path:
                 zlib.error, NotImplementedError) as e:
             raise DownloadError(f"{archive}: corrupt or unreadable archive ({e}); expected a valid "
                                 "zip or tar file. Delete it and download it again.") from None
+        clashes = _clashes(tmp, into)
+        if clashes:
+            kind = "folder" if _is_dir(clashes[0]) else "file"
+            raise DownloadError(f"{archive}: would replace the {kind} {clashes[0]} (made by an earlier archive) by "
+                                f"a {'file' if kind == 'folder' else 'folder'} of the same name; nothing was "
+                                "changed. Unpack it into another folder.")
         _merge(tmp, into)
         marker.write_text(f"{archive.name} unpacked completely\n")
     finally:
