@@ -276,7 +276,7 @@ def test_a_write_error_is_named_as_such_and_the_bytes_are_kept(server, tmp_path,
     with pytest.raises(dl.DownloadError, match=f"cannot write .*data.bin.part: {says}.*run this again"):
         _get(server, tmp_path, size=len(DATA))
     assert len(server.requests) == 1  # not retried as if the connection had dropped
-    assert 0 < _part(tmp_path / "data.bin").stat().st_size <= 50_000  # kept, to resume
+    assert _part(tmp_path / "data.bin").exists()  # what was written is kept, to resume
     monkeypatch.undo()
     monkeypatch.setattr(dl, "RETRY_WAIT_S", 0.0)
     assert _get(server, tmp_path, size=len(DATA)).read_bytes() == DATA
