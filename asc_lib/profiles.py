@@ -114,7 +114,7 @@ PROFILES = {
         teachers=TeacherSettings(
             splits=(5, 25, 100), val_fraction=0.1, test_monitor=1 / 4, cache_inputs=True, min_passes=3,
             frozen=Recipe(epochs=6, steps_per_epoch=16, batch_size=32, lr=1e-2, optimizer="adam"),
-            finetune=Recipe(epochs=6, steps_per_epoch=16, batch_size=32, lr=1.5e-3, optimizer="adamw",
+            finetune=Recipe(epochs=6, steps_per_epoch=16, batch_size=32, lr=5e-4, optimizer="adamw",
                             betas=(0.9, 0.98), weight_decay=0.01, schedule="warmup_linear", warmup_epochs=0.5,
                             final_lr_ratio=0.005)),
         student=StudentSettings(
