@@ -217,15 +217,15 @@ def test_a_moved_artifacts_folder_is_still_reused(setup, monkeypatch, tmp_path, 
     import shutil
 
     profile, root, meta, ckpts = setup
-    kw = dict(meta=meta, split_part=read_split(root, 5, meta), test_part=read_split(root, "test", meta),
+    kw = dict(meta=meta, split_part=read_split(root, 100, meta), test_part=read_split(root, "test", meta),
               w16=dataset.waves(meta, 16000, profile), checkpoints=ckpts, settings=profile.teachers, root=root,
               profile=profile.name, seed=0, device="cpu", progress=False)
     monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "here"))
-    first = teachers.run_teacher("SSL", 5, **kw)
+    first = teachers.run_teacher("SSL", 100, **kw)
     shutil.move(tmp_path / "here", tmp_path / "there")
     monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "there"))
     capsys.readouterr()
-    moved = teachers.run_teacher("SSL", 5, **kw)
+    moved = teachers.run_teacher("SSL", 100, **kw)
     assert "reusing" in capsys.readouterr().err and moved["key"] == first["key"]
     assert moved["folder"].startswith(str(tmp_path / "there"))
     assert teachers.load_logits(moved, "test").shape == (len(kw["test_part"]), 10)  # read from where it is now
