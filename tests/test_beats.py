@@ -227,10 +227,19 @@ def test_bad_files_give_clear_errors(tmp_path):
     cases["extra.pt"] = "1 unexpected tensor.*predictor.weight"
     torch.save({**ckpt, "model": {**ckpt["model"], "layer_norm.bias": torch.zeros(7)}}, tmp_path / "shape.pt")
     cases["shape.pt"] = r"wrong shape: layer_norm.bias \(7,\) \(expected \(32,\)\)"
+    # a cfg that claims 4.8 G parameters (a 100,000-wide encoder) with the small model's tensors: refused on
+    # shapes before any parameter is allocated
+    torch.save({**ckpt, "cfg": {**ckpt["cfg"], "encoder_embed_dim": 100_000, "encoder_ffn_embed_dim": 400_000}},
+               tmp_path / "huge.pt")
+    cases["huge.pt"] = "state dict does not match its cfg.*wrong shape"
+    import pickle
+    (tmp_path / "code.pt").write_bytes(pickle.dumps(Exception("runs code when unpickled")))
+    cases["code.pt"] = "not tensors or plain data.*was not loaded"
     for name, msg in cases.items():
         with pytest.raises(BEATsCheckpointError, match=msg) as e:
             load_beats_checkpoint(tmp_path / name)
         assert name in str(e.value)  # the message names the file
+        assert "weights_only=False" not in str(e.value)  # never suggests loading what was refused
     with pytest.raises(FileNotFoundError, match="nowhere.pt"):
         load_beats_checkpoint(tmp_path / "nowhere.pt")
 

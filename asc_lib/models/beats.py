@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -457,7 +458,11 @@ def load_beats_checkpoint(path, map_location="cpu") -> BEATs:
         raise FileNotFoundError(f"BEATs checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated zip, text, pickles with non-tensor objects, ...
+    except pickle.UnpicklingError as e:  # objects other than tensors and plain containers: never loaded
+        raise BEATsCheckpointError(f"{path}: holds objects that are not tensors or plain data (an official "
+                                   "BEATs checkpoint holds only those), so it was not loaded: it may run code "
+                                   "when unpickled. Get the file from its official source.") from e
+    except Exception as e:  # truncated zip, text, ...
         raise BEATsCheckpointError(f"{path}: cannot be read as a torch checkpoint (truncated or corrupt "
                                    f"file?): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
     if not isinstance(ckpt, dict) or "cfg" not in ckpt or "model" not in ckpt:
@@ -476,8 +481,8 @@ def load_beats_checkpoint(path, map_location="cpu") -> BEATs:
     state = ckpt["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BEATsCheckpointError(f"{path}: 'model' is not a state dict of tensors")
-    model = BEATs(cfg)
-    expected = model.state_dict()
+    with torch.device("meta"):  # shapes only: a cfg that claims billions of parameters allocates nothing
+        expected = BEATs(cfg).state_dict()
     missing = set(expected) - set(state)
     unexpected = set(state) - set(expected)
     wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
@@ -491,6 +496,7 @@ def load_beats_checkpoint(path, map_location="cpu") -> BEATs:
         if wrong:
             parts.append(f"{len(wrong)} tensor(s) with wrong shape: {_names(wrong, 3)}")
         raise BEATsCheckpointError(f"{path}: state dict does not match its cfg: " + "; ".join(parts))
+    model = BEATs(cfg)
     model.load_state_dict(state, strict=True)
     model.label_dict = ckpt.get("label_dict")
     return model.eval()
