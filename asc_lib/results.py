@@ -13,10 +13,11 @@ from .paths import results_dir
 
 
 def save(table: pd.DataFrame, name: str) -> Path:
-    """Write ``table`` (index included) atomically; returns the path."""
+    """Write ``table`` (index included) atomically; returns the path. Four decimals: numbers are rounded
+    once, for display (:func:`fmt`), so a chapter that reads the table shows what the writer showed."""
     path = results_dir() / f"{name}.csv"
     tmp = path.with_suffix(".csv.tmp")
-    table.to_csv(tmp, float_format="%.2f")
+    table.to_csv(tmp, float_format="%.4f")
     os.replace(tmp, path)
     return path
 
