@@ -36,7 +36,7 @@ def setup() -> None:
     if STAMP.exists() and STAMP.read_text() == wanted:
         return
     sh(PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-q",
-       "-c", "constraints.txt", "-e", ".[book]")
+       "-c", "constraints.txt", "-e", ".[book,parity]")
     STAMP.write_text(wanted)
 
 

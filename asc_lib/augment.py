@@ -23,7 +23,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torchaudio.functional as AF
+
+from .dsp import fftconvolve
 
 Labels = torch.Tensor | Sequence[torch.Tensor]
 
@@ -79,7 +80,7 @@ def dir_augment(wave: torch.Tensor, is_device_a: torch.Tensor, irs: Sequence[tor
     for i in torch.nonzero(apply).flatten().tolist():
         ir = irs[int(which[i])].to(device=wave.device, dtype=wave.dtype).flatten()  # (L,)
         # easy_dcase_task1 util/data_augmentation.py: fftconvolve(x, ir, mode="full")[:len(x)]
-        out[i] = AF.fftconvolve(wave[i], ir, mode="full")[:length]
+        out[i] = fftconvolve(wave[i], ir)[:length]
     return out
 
 

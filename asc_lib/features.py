@@ -1,4 +1,4 @@
-"""Input features, as functions and as modules (torchaudio style).
+"""Input features, as functions and as modules.
 
 - ``student_logmel``: the student's log-mel (32 kHz, pre-emphasis, STFT n_fft 4096 / window 3072 /
   hop 500, kaldi mel banks, log(x + 1e-5), (x + 4.5) / 5), as in the DCASE2024 baseline and the
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torchaudio.compliance.kaldi as kaldi
 from torch import nn
 from tqdm import tqdm
+
+from .dsp import kaldi_fbank, kaldi_mel_banks
 
 BEATS_FBANK_MEAN = 15.41663
 BEATS_FBANK_STD = 6.55582
@@ -30,8 +31,7 @@ def student_logmel(wave: torch.Tensor, sr: int = 32000, n_mels: int = 256, n_fft
     spec = torch.stft(x, n_fft, hop_length=hop, win_length=win_length, window=window, center=True,
                       return_complex=True)
     power = spec.real**2 + spec.imag**2  # (B, n_fft // 2 + 1, frames)
-    banks, _ = kaldi.get_mel_banks(n_mels, n_fft, float(sr), fmin, fmax if fmax is not None else sr / 2,
-                                   100.0, -500.0, 1.0)
+    banks = kaldi_mel_banks(n_mels, n_fft, float(sr), fmin, fmax if fmax is not None else sr / 2)
     banks = nn.functional.pad(banks, (0, 1)).to(power)  # kaldi leaves out the Nyquist bin
     mel = torch.matmul(banks, power)
     return (torch.log(mel + 1e-5) + 4.5) / 5.0
@@ -52,8 +52,8 @@ def beats_fbank(wave: torch.Tensor, sr: int = 16000) -> torch.Tensor:
     """``wave`` (B, T) at 16 kHz -> normalised fbank (B, frames, 128), as BEATs' ``preprocess``."""
     if sr != 16000:
         raise ValueError(f"BEATs expects 16 kHz input, got sr={sr}")
-    feats = [kaldi.fbank(w.unsqueeze(0) * 2**15, num_mel_bins=128, sample_frequency=16000,
-                         frame_length=25, frame_shift=10) for w in wave]
+    feats = [kaldi_fbank(w * 2**15, n_mels=128, sr=16000.0, frame_length_ms=25.0, frame_shift_ms=10.0)
+             for w in wave]
     return (torch.stack(feats) - BEATS_FBANK_MEAN) / (2 * BEATS_FBANK_STD)
 
 

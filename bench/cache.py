@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from asc_lib.data.cache import load_wav, waveform_cache  # noqa: E402
+from asc_lib.dsp import Resampler  # noqa: E402
 
 SOURCE_SR = 44100
 BATCH = 64
@@ -69,7 +69,7 @@ def main() -> None:
         build = time.perf_counter() - start
 
         rng = np.random.default_rng(1)
-        resample = torchaudio.transforms.Resample(SOURCE_SR, sr)
+        resample = Resampler(SOURCE_SR, sr)
         checksum = 0.0
         epoch_cache, epoch_decode = [], []
         for _ in range(EPOCHS):

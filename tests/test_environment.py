@@ -20,12 +20,12 @@ def test_environment_yml_pins_the_constraints_versions():
     assert len(pinned) == len(pip_section), "every pip entry of environment.yml is pinned with =="
     for name, version in pinned.items():
         assert constraints.get(name) == version, f"{name}: environment.yml {version}, constraints {constraints.get(name)}"
-    assert constraints["torch"] == constraints["torchaudio"] == "2.11.0"  # the pair that loads together
+    assert constraints["torch"] == constraints["torchaudio"] == "2.11.0"  # the pair that loads together (parity extra)
 
 
 def test_pyproject_bounds_are_loose_and_constraints_cover_them():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    deps = project["dependencies"] + project["optional-dependencies"]["book"]
+    deps = [d for extra in project["optional-dependencies"].values() for d in extra] + project["dependencies"]
     constraints = _pins((ROOT / "constraints.txt").read_text().splitlines())
     for dep in deps:
         assert "==" not in dep, f"{dep}: exact pins belong in constraints.txt (Colab keeps its own torch)"

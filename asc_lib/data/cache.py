@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio
 from tqdm import tqdm
+
+from ..dsp import Resampler
 
 # Bump whenever a change to this module changes the cached values or layout: old caches are then
 # ignored (their key no longer matches) instead of being read as if they were current.
@@ -76,9 +77,9 @@ def load_wav(path: Path | str, expected_sr: int = 44100, channels: int = 1,
 
 
 @functools.lru_cache(maxsize=None)
-def _resampler(source_sr: int, sr: int) -> torchaudio.transforms.Resample:
+def _resampler(source_sr: int, sr: int) -> Resampler:
     """One resampling kernel per (source_sr, sr), built once and reused for every chunk."""
-    return torchaudio.transforms.Resample(source_sr, sr)
+    return Resampler(source_sr, sr)
 
 
 def _fit(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -167,10 +168,10 @@ def waveform_cache(files: list[Path], sr: int, cache_dir: Path, *, source_sr: in
     """Every clip of ``files`` at ``sr`` Hz, as a read-only memory-mapped ``(N, round(sr*seconds))`` array.
 
     Row ``i`` is ``files[i]`` (mono, ``source_sr`` Hz, read with :func:`load_wav`) zero-padded at
-    the end or cut to ``round(source_sr*seconds)`` samples, resampled to ``sr`` with torchaudio's
-    windowed-sinc kernel (the defaults of ``torchaudio.functional.resample``), then zero-padded or
-    cut to exactly ``round(sr*seconds)`` samples. For the dataset's 1 s clips neither step changes
-    anything: the rows equal ``torchaudio.functional.resample(load_wav(f), source_sr, sr)``.
+    the end or cut to ``round(source_sr*seconds)`` samples, resampled to ``sr`` with a Hann-windowed
+    sinc (:class:`asc_lib.dsp.Resampler`, torchaudio's default kernel), then zero-padded or cut to
+    exactly ``round(sr*seconds)`` samples. For the dataset's 1 s clips neither step changes anything:
+    the rows equal ``Resampler(source_sr, sr)(load_wav(f))``.
 
     The file is ``cache_dir/wave_{sr}_{key[:16]}.npy`` with ``key = cache_key(...)``; if it exists it
     is opened without decoding anything. Otherwise clips are decoded ``chunk`` at a time, resampled
