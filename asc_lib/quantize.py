@@ -1,57 +1,36 @@
-"""INT8 post-training static quantisation (x86 backend) that really runs in INT8 on the CPU.
+"""INT8 post-training static quantisation on PyTorch's maintained path (PT2E, in torchao) that really
+runs in INT8 on the CPU.
 
-Toolchain: ``torch.ao.quantization`` FX graph mode (``prepare_fx`` / ``convert_fx`` with
-``get_default_qconfig_mapping("x86")``). Why, from what was observed in this venv (torch 2.11.0,
-Python 3.11, 2 CPU cores, gcc present):
+The flow, as PyTorch's documentation now names it for static quantisation on x86 CPUs:
 
-* **FX graph mode** ships with torch 2.11 and works on TF-SepNet as written. ``convert_fx`` lowers the
-  graph to real quantised modules (``torch.ao.nn.intrinsic.quantized.ConvReLU2d``,
-  ``torch.ao.nn.quantized.Conv2d``, both holding fbgemm/x86 packed INT8 weights) and
-  ``torch.ops.quantized.add``/``cat``/``mean`` on ``quint8`` tensors: the model runs INT8 kernels
-  eagerly, no compiler needed. BatchNorm is folded into the preceding conv and ReLU fused
-  (``fuse_fx`` inside ``prepare_fx``, model in eval mode). It is *deprecated*: calling ``prepare_fx``
-  warns "torch.ao.quantization is deprecated and will be removed in 2.10 ... migrate to torchao pt2e"
-  (the warning's version is already past: the code is still there and working in 2.11), and the
-  default x86 observers warn "Please use quant_min and quant_max ... reduce_range will be
-  deprecated". Both are silenced here (only those two messages) because they are known and
-  understood; nothing else is filtered.
-* **Eager mode** (``torch.ao.quantization.quantize``) is equally deprecated and would need
-  ``QuantStub``/``DeQuantStub`` and ``FloatFunctional`` edits to the model (``+``, ``cat``), i.e.
-  changes to ``asc_lib/models/tfsepnet.py``; FX needs none.
-* **PT2E** (``torch.export`` + ``X86InductorQuantizer`` + ``prepare_pt2e``/``convert_pt2e``) is the
-  maintained path, but it is no longer in torch 2.11 (``torch/ao/quantization/quantize_pt2e.py`` and
-  ``quantizer/`` are gone); it lives in ``torchao`` (0.18.0 on PyPI, not installed in the project
-  venv; tried from a scratch ``--target`` directory). Observed: with the default non-strict
-  ``torch.export.export`` of torch 2.11 the nodes carry no ``source_fn_stack``, so the quantizer
-  annotates *nothing* and ``convert_pt2e`` silently returns a float model (max |diff| 1e-7); with
-  ``strict=True`` it annotates. The converted graph is a quantise/dequantise *reference* model that
-  runs in float (slower than float eager: 1.24 s vs 0.55 s for a 3-conv toy model, batch 256 of
-  1x64x65, 2 threads); INT8 execution needs ``torch.compile`` (inductor + a C++ compiler; gcc works
-  here): 19 s to compile the toy model, and then it ran in 2.2 s, slower than float eager. So: an
-  extra dependency, a compile step per process, no speed gain observed on this CPU, and a silent
-  no-op pitfall. Move to it when FX is finally removed.
+1. ``torch.export.export(model, strict=True)``: the model as an ATen graph, the batch size left free.
+   (The default non-strict export of torch 2.11 leaves the nodes without ``source_fn_stack``; the
+   quantizer then annotates nothing and the result is silently a float model, so strict it is.)
+2. ``prepare_pt2e`` with ``X86InductorQuantizer`` (default config): BatchNorm folded into the
+   preceding conv, observers placed where the x86 backend has INT8 kernels (conv, conv + ReLU,
+   conv + add, pooling and concatenation of quantised inputs); weights per output channel, symmetric,
+   int8; activations per tensor, uint8, histogram observers.
+3. calibration: every calibration batch runs through the observed graph.
+4. ``convert_pt2e``: a *reference* graph, quantise/dequantise nodes around float ops, with the weights
+   stored as int8 (this is the graph the byte accounting reads).
+5. ``lower_pt2e_quantized_to_x86``: inductor's freezing passes fuse each dequantise -> conv ->
+   quantise pattern into oneDNN's ``onednn.qconv_pointwise`` (int8 weights packed, uint8 activations,
+   the ReLU or the residual add fused in). The result runs eagerly, with no ``torch.compile`` and no
+   C++ compiler. It is exported again for a fixed batch size, so :class:`Int8Model` feeds it batches
+   of ``batch`` examples (the last one zero-padded; examples do not interact in eval mode).
 
-Observed on TF-SepNet-64 (random weights, 2 threads, batch 256 of 1x256x65): float eager 5.2 s,
-INT8 (this module) 4.4 s; quantising with 32 calibration examples takes about 8-14 s.
+What stays float: ResNorm (its mean/var/rsqrt are not in the quantizer's patterns), the max-pools that
+follow it (their input is float), the means over time or frequency; each has a dequantise before it or
+a quantise after it. The replaced path (FX graph mode, ``torch.ao.quantization``) is deprecated and its
+quantised tensor types warn of their removal in torch 2.14 and later.
 
-Non-quantised pieces: :class:`~asc_lib.models.tfsepnet.ResNorm` (per-bin mean/var/sqrt/divide, no
-parameters) is kept as a float leaf module (declared non-traceable and given qconfig ``None``), with
-a dequantise before and a quantise after it; any ``nn.InstanceNorm*``/``nn.GroupNorm``/``nn.LayerNorm``
-too (see :func:`default_float_modules`). Channel shuffle (reshape/transpose), ``chunk``, max-pool and
-the means run directly on quantised tensors; ``torch.chunk`` is not in the x86 backend config, so
-FX dequantises before it and requantises each half (still INT8 everywhere that has weights).
-The broadcast residual adds are re-pointed to :func:`_qadd` (same ``quantized::add`` kernel, larger
-operand first) to avoid a per-call "output was resized" warning from the kernel.
-
-Parameter memory (:func:`int8_param_breakdown`): counted as an INT8 deployment would store it, per
-quantised module: INT8 weights (1 byte each), float32 biases (4 bytes each: fbgemm keeps the bias in
-float; after BN folding *every* conv has one), weight scales as float32 (4 bytes per output channel,
-per-channel symmetric) and weight zero points as 1 byte each (they are all 0); plus per quantised
-tensor (every module output and quantise node) one float32 scale and a 1-byte zero point. PyTorch
-itself keeps per-channel scales as float64 and zero points as int64; that is an in-memory artefact
-and is not counted, but :func:`state_dict_bytes` gives the serialised size for comparison. The
-DCASE convention (the paper's "126.9 kB") instead counts the float model's parameters at one byte
-each: :func:`asc_lib.complexity.param_bytes`.
+Parameter memory (:func:`int8_param_breakdown`), counted as an INT8 deployment would store it, from the
+converted graph: INT8 weights (1 byte each), float32 biases (4 bytes each: after BatchNorm folding every
+conv has one), per-channel weight scales as float32 (4 bytes each) and weight zero points (1 byte each;
+all 0), and per quantised activation tensor (each quantise node) one float32 scale and a 1-byte zero
+point; plus any float parameter the graph still uses, at 4 bytes. The DCASE convention (the paper's
+"126.9 kB") instead counts the float model's parameters at one byte each:
+:func:`asc_lib.complexity.param_bytes`.
 """
 
 from __future__ import annotations
@@ -59,45 +38,31 @@ from __future__ import annotations
 import copy
 import io
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 
-__all__ = [
-    "ENGINE",
-    "default_float_modules",
-    "int8_param_breakdown",
-    "int8_param_bytes",
-    "is_int8",
-    "logits",
-    "quantize_int8",
-    "quantized_modules",
-    "set_engine",
-    "state_dict_bytes",
-]
+__all__ = ["Int8Model", "int8_param_breakdown", "int8_param_bytes", "is_int8", "logits", "quantize_int8",
+           "state_dict_bytes"]
 
-ENGINE = "x86"
-_SILENCED = (
-    r"torch\.ao\.quantization is deprecated",
-    r"Please use quant_min and quant_max to specify the range for observers",
-)
+# Known, understood and harmless: the max-pools after a float ResNorm stay float (the quantizer says so
+# for each); torchao's observers still use torch.jit.script_method, and copying an exported graph
+# still checks ``isinstance(treespec, LeafSpec)``, both deprecated in torch 2.10+.
+_SILENCED = (r"The input of maxpool2d is not quantized", r"`torch\.jit\.script_method` is deprecated",
+             r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
-def set_engine(engine: str = ENGINE) -> str:
-    """Select the quantised CPU engine (``x86``, i.e. fbgemm + oneDNN); raise if unsupported."""
-    supported = torch.backends.quantized.supported_engines
-    if engine not in supported:
-        raise RuntimeError(f"quantized engine {engine!r} not supported by this torch build ({supported})")
-    torch.backends.quantized.engine = engine
-    return engine
-
-
-def default_float_modules(model: nn.Module) -> tuple[type, ...]:
-    """Module types in ``model`` to keep in float: ``ResNorm`` (by class name) and torch's norms."""
-    keep = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.GroupNorm, nn.LayerNorm)
-    found = {type(m) for m in model.modules() if type(m).__name__ == "ResNorm" or isinstance(m, keep)}
-    return tuple(sorted(found, key=lambda t: t.__qualname__))
+def _pt2e():
+    """torchao's PT2E entry points (imported on first use: only INT8 needs torchao)."""
+    with warnings.catch_warnings():
+        for msg in _SILENCED:
+            warnings.filterwarnings("ignore", message=msg)
+        from torchao.quantization.pt2e.lowering import lower_pt2e_quantized_to_x86
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+    quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    return quantizer, prepare_pt2e, convert_pt2e, lower_pt2e_quantized_to_x86
 
 
 def _batches(calibration) -> list[torch.Tensor]:
@@ -120,127 +85,112 @@ def _batches(calibration) -> list[torch.Tensor]:
     return out
 
 
+class Int8Model(nn.Module):
+    """The lowered INT8 graph (fixed batch size ``batch``) behind a module that takes any batch of float
+    inputs and returns float logits. ``reference`` is the converted quantise/dequantise graph (int8
+    weights), which :func:`int8_param_breakdown` reads and which runs the same maths in float."""
+
+    def __init__(self, lowered: nn.Module, reference: nn.Module, batch: int, example_shape: tuple[int, ...]):
+        super().__init__()
+        self.lowered, self.reference, self.batch, self.example_shape = lowered, reference, batch, example_shape
+
+    def train(self, mode: bool = True) -> "Int8Model":
+        """Inference only: stays in eval mode (exported graphs refuse ``train()`` and ``eval()``)."""
+        self.training = False
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) != self.example_shape:
+            raise ValueError(f"this INT8 model was built for inputs (B, {', '.join(map(str, self.example_shape))}), "
+                             f"got {tuple(x.shape)}")
+        out = []
+        for xb in x.float().cpu().split(self.batch):
+            n = len(xb)
+            if n < self.batch:
+                xb = torch.cat([xb, xb.new_zeros((self.batch - n, *xb.shape[1:]))])
+            out.append(self.lowered(xb)[:n])
+        return torch.cat(out)
+
+
 def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor] | torch.Tensor, *,
-                  example_input: torch.Tensor | None = None,
-                  float_modules: Sequence[type] | None = None,
-                  engine: str = ENGINE) -> nn.Module:
-    """Post-training static INT8 quantisation (FX graph mode, x86 qconfig); caller's model untouched.
+                  batch: int = 64) -> Int8Model:
+    """Post-training static INT8 quantisation (PT2E, x86 quantizer, oneDNN kernels); caller's model untouched.
 
-    ``calibration``: a tensor of inputs (split into batches of 64) or an iterable of batches (tensors
-    or ``(x, y)`` pairs); all are run through the observed model. ``example_input``: used for
-    tracing (default: the first calibration batch). ``float_modules``: module types kept in float
-    (default :func:`default_float_modules`). Returns a ``GraphModule`` in eval mode on the CPU
-    that takes float input and returns float logits; inside, convs/adds/cat/mean run INT8 kernels.
+    ``calibration``: a tensor of inputs (split into batches of 64) or an iterable of batches (tensors or
+    ``(x, y)`` pairs); all are run through the observed model. ``batch``: the lowered graph's batch size.
+    Returns an :class:`Int8Model` on the CPU that takes float input and returns float logits; inside, every
+    conv runs oneDNN's INT8 kernel.
     """
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-    batches = _batches(calibration)
-    set_engine(engine)
-    example = batches[0][:1] if example_input is None else example_input
+    batches = [b.cpu().float() for b in _batches(calibration)]
+    quantizer, prepare_pt2e, convert_pt2e, lower = _pt2e()
     m = copy.deepcopy(model).cpu().eval()
-    keep = tuple(default_float_modules(m) if float_modules is None else float_modules)
-    qmap = get_default_qconfig_mapping(engine)
-    for t in keep:
-        qmap = qmap.set_object_type(t, None)
-    custom = PrepareCustomConfig().set_non_traceable_module_classes(list(keep))
+    example = batches[0][:2] if len(batches[0]) >= 2 else batches[0].expand(2, *batches[0].shape[1:])
+    free_batch = ({0: torch.export.Dim("batch", min=1)},)
     with warnings.catch_warnings():
         for msg in _SILENCED:
             warnings.filterwarnings("ignore", message=msg)
-        prepared = prepare_fx(m, qmap, (example.cpu(),), prepare_custom_config=custom)
-        with torch.inference_mode():
+        graph = torch.export.export(m, (example,), dynamic_shapes=free_batch, strict=True).module()
+        prepared = prepare_pt2e(graph, quantizer)
+        with torch.no_grad():
             for b in batches:
-                prepared(b.cpu().float())
-        qmodel = convert_fx(prepared)
-    _big_operand_first(qmodel)
-    return qmodel.eval()
+                prepared(b)
+        reference = convert_pt2e(prepared)
+        with torch.no_grad():
+            lowered = lower(reference, (torch.zeros(batch, *example.shape[1:]),))
+    return Int8Model(lowered, reference, batch, tuple(example.shape[1:]))
 
 
-def _qadd(a, b, scale, zero_point):
-    """``quantized::add`` with the larger operand first (same INT8 kernel, same result).
-
-    With the smaller, broadcast operand first (``pw(mean(x)) + x`` in a TF-separable block) the
-    kernel resizes its output and warns on every call (``Resize.cpp``: "An output with one or more
-    elements was resized ... deprecated"); addition commutes, so swap.
-    """
-    if a.numel() < b.numel():
-        a, b = b, a
-    return torch.ops.quantized.add(a, b, scale, zero_point)
+def _ops(graph_module: nn.Module) -> list:
+    return [n.target for n in graph_module.graph.nodes if n.op == "call_function"]
 
 
-def _qadd_relu(a, b, scale, zero_point):
-    """As :func:`_qadd`, for ``quantized::add_relu``."""
-    if a.numel() < b.numel():
-        a, b = b, a
-    return torch.ops.quantized.add_relu(a, b, scale, zero_point)
+def is_int8(qmodel: Int8Model) -> bool:
+    """True when every convolution of the lowered graph is a oneDNN INT8 kernel (none left in float)."""
+    ops = _ops(qmodel.lowered)
+    return torch.ops.onednn.qconv_pointwise.default in ops and not any(
+        t in ops for t in (torch.ops.aten.convolution.default, torch.ops.aten.conv2d.default,
+                           torch.ops.aten.linear.default, torch.ops.aten.addmm.default))
 
 
-def _big_operand_first(qmodel: nn.Module) -> None:
-    graph = getattr(qmodel, "graph", None)
-    if graph is None:
-        return
-    swap = {torch.ops.quantized.add: _qadd, torch.ops.quantized.add_relu: _qadd_relu,
-            torch.ops.quantized.add.default: _qadd, torch.ops.quantized.add_relu.default: _qadd_relu}
-    changed = False
-    for node in graph.nodes:
-        if node.op == "call_function" and node.target in swap and len(node.args) == 4 and not node.kwargs:
-            node.target = swap[node.target]
-            changed = True
-    if changed:
-        qmodel.recompile()
+def _attr(module: nn.Module, node) -> torch.Tensor:
+    obj = module
+    for part in node.target.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
-def quantized_modules(qmodel: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules of ``qmodel`` that hold INT8 weights (``torch.ao.nn.quantized`` conv/linear and fused)."""
-    import torch.ao.nn.quantized as nnq
-
-    return [(n, m) for n, m in qmodel.named_modules() if isinstance(m, (nnq.Conv1d, nnq.Conv2d, nnq.Linear))]
-
-
-def is_int8(qmodel: nn.Module) -> bool:
-    """True when every conv/linear of ``qmodel`` is a quantised (INT8 weight) module."""
-    float_ops = [m for m in qmodel.modules() if type(m) in (nn.Conv1d, nn.Conv2d, nn.Linear)]
-    return bool(quantized_modules(qmodel)) and not float_ops
-
-
-def _qparams_of_tensors(qmodel: nn.Module) -> int:
-    """Number of quantised activation tensors: outputs of quantised modules + quantise nodes."""
-    n = len(quantized_modules(qmodel))
-    graph = getattr(qmodel, "graph", None)
-    if graph is not None:
-        for node in graph.nodes:
-            if node.op == "call_function" and node.target in (torch.quantize_per_tensor, torch.ops.quantized.add,
-                                                              torch.ops.quantized.add_relu, torch.ops.quantized.cat,
-                                                              torch.ops.quantized.mul, _qadd, _qadd_relu):
-                n += 1
-    return n
-
-
-def int8_param_breakdown(qmodel: nn.Module) -> dict[str, int]:
+def int8_param_breakdown(qmodel: Int8Model) -> dict[str, int]:
     """Bytes of what the quantised model stores, by kind (see the module docstring); ``total`` sums."""
-    w = b = ch = 0
-    for _, m in quantized_modules(qmodel):
-        weight = m.weight()
-        bias = m.bias()
-        w += weight.numel() * weight.element_size()
-        b += 0 if bias is None else bias.numel() * 4
-        ch += weight.q_per_channel_scales().numel() if weight.qscheme() in (
-            torch.per_channel_affine, torch.per_channel_symmetric) else 1
-    out = {
-        "weights_int8": w,
-        "biases_fp32": b,
-        "weight_scales_fp32": 4 * ch,
-        "weight_zero_points_int8": ch,
-        "activation_qparams": 5 * _qparams_of_tensors(qmodel),
-    }
-    # anything else float left in the model (parameters of float modules) at 4 bytes each
-    out["float_params"] = sum(p.numel() * 4 for p in qmodel.parameters())
+    ref = qmodel.reference
+    q = torch.ops.quantized_decomposed
+    out = dict.fromkeys(["weights_int8", "biases_fp32", "weight_scales_fp32", "weight_zero_points_int8",
+                         "activation_qparams", "float_params"], 0)
+    counted = set()
+    for node in ref.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.target == q.dequantize_per_channel.default and node.args[0].op == "get_attr":
+            weight, scales = _attr(ref, node.args[0]), _attr(ref, node.args[1])
+            out["weights_int8"] += weight.numel() * weight.element_size()
+            out["weight_scales_fp32"] += 4 * scales.numel()
+            out["weight_zero_points_int8"] += scales.numel()
+            counted.update(a.target for a in node.args[:3])
+        elif node.target in (q.quantize_per_tensor.default, q.quantize_per_tensor.tensor):
+            out["activation_qparams"] += 5
+        elif node.target in (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default) and \
+                len(node.args) > 2 and getattr(node.args[2], "op", None) == "get_attr":
+            out["biases_fp32"] += 4 * _attr(ref, node.args[2]).numel()
+            counted.add(node.args[2].target)
+    for node in ref.graph.nodes:  # any other float tensor the graph uses, at 4 bytes each
+        if node.op == "get_attr" and node.target not in counted:
+            t = _attr(ref, node)
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                out["float_params"] += 4 * t.numel()
     out["total"] = sum(out.values())
     return out
 
 
-def int8_param_bytes(qmodel: nn.Module) -> int:
+def int8_param_bytes(qmodel: Int8Model) -> int:
     """Total parameter memory of the quantised model in bytes (``int8_param_breakdown(...)["total"]``)."""
     return int8_param_breakdown(qmodel)["total"]
 

@@ -66,9 +66,11 @@ def main():
         rows.append((f"TF-SepNet-64, training step", f"{mels} mels, batch 32", train_rate(TFSepNet(), x, y)))
         rows.append((f"TF-SepNet-64, inference float32", f"{mels} mels, batch 128",
                      infer_rate(TFSepNet(), torch.randn(128, 1, mels, 64))))
-    x = torch.randn(128, 1, 64, 64)
-    q = quantize_int8(TFSepNet().eval(), x[:32])
-    rows.append(("TF-SepNet-64, inference INT8 (FX, x86)", "64 mels, batch 128", len(x) / best(lambda: int8_logits(q, x))))
+    for mels in (64, 256):
+        x = torch.randn(128, 1, mels, 64)
+        q = quantize_int8(TFSepNet().eval(), x[:32], batch=128)
+        rows.append(("TF-SepNet-64, inference INT8 (PT2E, oneDNN)", f"{mels} mels, batch 128",
+                     len(x) / best(lambda: int8_logits(q, x))))
     width = max(len(r[0]) for r in rows)
     print(f"{'model / step':<{width}}  {'input':<22}  clips/s")
     for name, inp, rate in rows:
