@@ -1,17 +1,27 @@
 #!/usr/bin/env python3
-"""The book's two commands, for a fresh machine with only Python (3.10+) and pip.
+"""The book's commands, for a fresh machine with only Python (3.10+) and pip.
 
-    python3 tasks.py book   # set up .venv, execute every chapter (profile ci), build the HTML
-    python3 tasks.py test   # set up .venv, run the tests (unit, nbval, book build)
+    python3 tasks.py book     # set up .venv, execute every chapter (profile ci), build the HTML
+    python3 tasks.py test     # set up .venv, run the tests (unit, nbval, book build)
+    python3 tasks.py newest   # in .venv-newest, the newest torch on the index: unit tests + Quick tour
 
-Both create ``.venv`` when it is missing and install the pinned dependencies and ``asc_lib`` into it;
-they reinstall only when ``pyproject.toml`` or ``constraints.txt`` changed, so a second call reuses it.
-Extra arguments go to the runner (``book``) or to pytest (``test``).
+``book`` and ``test`` create ``.venv`` when it is missing and install the pinned dependencies and
+``asc_lib`` into it; they reinstall only when ``pyproject.toml`` or ``constraints.txt`` changed, so a
+second call reuses it. Extra arguments go to the runner (``book``) or to pytest (``test``, ``newest``).
+
+``newest`` is what a Colab user meets next: it installs the newest torch release (no torchaudio; every
+other package at its pin) into its own ``.venv-newest``, ignoring any pip configuration that caps
+torch (``PIP_CONFIG_FILE`` is set to the null device for that install only), then runs the unit tests
+(``tests/``; not the comparison with the published chapters, whose numbers belong to the pinned torch)
+and executes the Quick tour into a temporary folder. ``.venv`` is not touched.
 """
 
 import hashlib
+import os
+import re
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -21,9 +31,14 @@ PYTHON = VENV / ("Scripts/python.exe" if sys.platform == "win32" else "bin/pytho
 STAMP = VENV / ".asc-installed"
 
 
-def sh(*cmd) -> None:
+NEWEST = ROOT / ".venv-newest"
+NEWEST_PYTHON = NEWEST / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+UNPINNED = re.compile(r"(torch|torchaudio|triton|nvidia-[\w.-]+|cuda-[\w.-]+)==", re.IGNORECASE)  # the torch stack
+
+
+def sh(*cmd, env=None) -> None:
     print("+", " ".join(map(str, cmd)), flush=True)
-    subprocess.run(list(map(str, cmd)), cwd=ROOT, check=True)
+    subprocess.run(list(map(str, cmd)), cwd=ROOT, check=True, env=env)
 
 
 def setup() -> None:
@@ -40,12 +55,32 @@ def setup() -> None:
     STAMP.write_text(wanted)
 
 
+def newest(extra: list[str]) -> None:
+    """The unit tests and the Quick tour on the newest torch, in ``.venv-newest`` (see the module docstring)."""
+    if not NEWEST_PYTHON.exists():
+        print(f"creating the virtual environment {NEWEST}", flush=True)
+        venv.create(NEWEST, with_pip=True)
+    pins = NEWEST / "constraints-without-torch.txt"
+    pins.write_text("".join(line for line in (ROOT / "constraints.txt").read_text().splitlines(keepends=True)
+                            if not UNPINNED.match(line)))
+    uncapped = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
+    sh(NEWEST_PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--upgrade",
+       "-c", pins, "torch", "-e", ".[book]", env=uncapped)
+    sh(NEWEST_PYTHON, "-c", "import importlib.util, torch, torchao; "
+       "print('torch', torch.__version__, '| torchao', torchao.__version__, '| torchaudio:', "
+       "'installed' if importlib.util.find_spec('torchaudio') else 'absent')")
+    sh(NEWEST_PYTHON, "-m", "pytest", "tests", "-p", "no:cacheprovider", *extra)
+    with tempfile.TemporaryDirectory() as tmp:
+        sh(NEWEST_PYTHON, "-m", "asc_lib.book", "run", "--only", "quick_tour", "--into", tmp)
+
+
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("book", "test"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("book", "test", "newest"):
         print(__doc__)
         return 2
     command, extra = sys.argv[1], sys.argv[2:]
-    setup()
+    if command != "newest":
+        setup()
     sys.path.insert(0, str(ROOT))
     from asc_lib.kernels import pin_kernels  # stdlib only: no torch here
 
@@ -54,6 +89,8 @@ def main() -> int:
         if command == "book":
             sh(PYTHON, "-m", "asc_lib.book", "run", *extra)
             sh(PYTHON, "-m", "asc_lib.book", "build")
+        elif command == "newest":
+            newest(extra)
         else:
             sh(PYTHON, "-m", "pytest", *extra)
     except subprocess.CalledProcessError as err:

@@ -136,7 +136,8 @@ def run_chapter(src: Path, target: Path, params: dict, profile: str) -> tuple[bo
             proc.wait()
             return False, f"time limit of {CHAPTER_TIMEOUT_S[profile]} s reached; {failing_cell(out)}"
         if code != 0:
-            kept = target.parent.parent / "_build" / "failed" / src.name
+            build = target.parent.parent if target.parent.name == "book" else target.parent  # book/ or --into
+            kept = build / "_build" / "failed" / src.name
             if out.exists():
                 kept.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(out, kept)
@@ -171,7 +172,9 @@ def check_types(declared: dict, overrides: dict) -> None:
                                  f"(its default is {params[name]['default']}), got a {type(value).__name__}")
 
 
-def run(root: Path, profile: str, only: list[str] | None, overrides: dict) -> int:
+def run(root: Path, profile: str, only: list[str] | None, overrides: dict, into: Path | None = None) -> int:
+    """Execute the selected chapters into ``book/`` (or ``into``: a folder outside the checkout runs them as
+    Colab does, with results and artifacts in that folder, and leaves the published chapters alone)."""
     if "profile" in overrides:
         raise SystemExit("set the profile with --profile, not -p profile")
     todo = select(chapters(root), only)
@@ -180,14 +183,15 @@ def run(root: Path, profile: str, only: list[str] | None, overrides: dict) -> in
     if unknown:
         raise SystemExit(f"no selected chapter has parameter(s) {sorted(unknown)}")
     check_types(declared, overrides)
-    (root / "book").mkdir(exist_ok=True)
+    target = (into or root / "book").resolve()
+    target.mkdir(parents=True, exist_ok=True)
     rows, status = [], 0
     for i, src in enumerate(todo, 1):
         params = {"profile": profile, **overrides}
         params = {k: v for k, v in params.items() if k in declared[src]}
         print(f"[{i}/{len(todo)}] {src.stem}  profile={profile}  {params}", flush=True)
         start = time.perf_counter()
-        ok, message = run_chapter(src, root / "book" / src.name, params, profile)
+        ok, message = run_chapter(src, target / src.name, params, profile)
         seconds = time.perf_counter() - start
         rows.append((src.stem, "ok" if ok else "FAILED", seconds))
         if not ok:
@@ -258,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="chapter names (e.g. quick_tour); repeatable")
     p_run.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                        help="set a chapter parameter (repeatable)")
+    p_run.add_argument("--into", type=Path, metavar="DIR",
+                       help="write the executed chapters here instead of book/ (outside the checkout: "
+                            "results and artifacts go there too)")
     sub.add_parser("build", help="build the HTML book from book/ (warnings are errors)")
     p_cmp = sub.add_parser("compare", help="compare book/results (after a run) with the published tables")
     p_cmp.add_argument("--published", default="HEAD", metavar="GIT_REF_OR_FOLDER",
@@ -268,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     if root is None:
         parser.error("run this from the book's checkout (a folder with _toc.yml and asc_lib/)")
     if args.command == "run":
-        return run(root, args.profile, args.only, {k: parse_value(v) for k, v in args.p})
+        return run(root, args.profile, args.only, {k: parse_value(v) for k, v in args.p}, args.into)
     if args.command == "compare":
         return compare(root, args.published)
     return build(root)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
 import warnings
 from collections.abc import Iterable
 
@@ -55,12 +56,18 @@ _SILENCED = (r"The input of maxpool2d is not quantized", r"`torch\.jit\.script_m
 
 def _pt2e():
     """torchao's PT2E entry points (imported on first use: only INT8 needs torchao)."""
-    with warnings.catch_warnings():
-        for msg in _SILENCED:
-            warnings.filterwarnings("ignore", message=msg)
-        from torchao.quantization.pt2e.lowering import lower_pt2e_quantized_to_x86
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+    pytree_log = logging.getLogger("torch.utils._pytree")  # torch 2.15 logs a deprecation for one of
+    level = pytree_log.level                                # torchao's enums while torchao imports
+    pytree_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            for msg in _SILENCED:
+                warnings.filterwarnings("ignore", message=msg)
+            from torchao.quantization.pt2e.lowering import lower_pt2e_quantized_to_x86
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+            from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+    finally:
+        pytree_log.setLevel(level)
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
     return quantizer, prepare_pt2e, convert_pt2e, lower_pt2e_quantized_to_x86
 

@@ -55,6 +55,16 @@ def test_failure_names_chapter_and_cell_and_stops(small_book, capsys):
     assert (small_book / "_build" / "failed" / "01_broken.ipynb").exists()
 
 
+def test_into_a_folder_leaves_the_published_chapters_alone(small_book, tmp_path_factory):
+    _chapter(small_book / "chapters" / "01_where.ipynb", "import os; print('cwd', os.getcwd())")
+    _chapter(small_book / "chapters" / "02_fails.ipynb", "raise RuntimeError('stop')")
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    assert book.run(small_book, "ci", None, {}, into=elsewhere / "out") == 1
+    assert f"cwd {elsewhere / 'out'}" in _outputs(elsewhere / "out" / "01_where.ipynb")  # runs where it writes
+    assert (elsewhere / "out" / "_build" / "failed" / "02_fails.ipynb").exists()
+    assert not (small_book / "book").exists() and not (small_book / "_build").exists()
+
+
 def test_failed_rerun_keeps_the_previous_good_chapter(small_book):
     path = small_book / "chapters" / "01_flaky.ipynb"
     _chapter(path, "print('good run')")
@@ -95,7 +105,7 @@ def test_parameter_values_are_checked_against_the_defaults_before_anything_runs(
     assert not (small_book / "book").exists()  # refused before any chapter ran
     assert book.run(small_book, "ci", None, {"seed": 2, "lr": 1, "splits": [5, 100], "name": "y", "fast": True}) == 0
     calls = []
-    monkeypatch.setattr(book, "run", lambda root, profile, only, overrides: calls.append(only) or 0)
+    monkeypatch.setattr(book, "run", lambda root, profile, only, overrides, into: calls.append(only) or 0)
     monkeypatch.chdir(small_book)
     monkeypatch.setattr(book, "repo_root", lambda: small_book)
     assert book.main(["run", "--only", "alpha", "--only", "beta", "gamma"]) == 0
