@@ -30,8 +30,13 @@ def test_book_builds_without_warnings(html):
     acc = re.search(r"macro accuracy on \d+ test clips: ([\d.]+) %", printed)[1]
     assert re.search(rf'gets <span class="pasted-text">{re.escape(acc)}</span> % macro accuracy', tour)
     intro = (html / "book" / "intro.html").read_text()
-    assert "Cai <em>et al.</em>, 2024" in intro
-    assert "leveraging self-supervised audio representations" in (html / "book" / "references.html").read_text().lower()
+    assert re.search(r'>CLS24</a>\]', intro)  # the paper, by its label
+    refs = (html / "book" / "references.html").read_text()
+    assert "leveraging self-supervised audio representations" in refs.lower()
+    labels = re.findall(r'<span class="label"><span class="fn-bracket">\[</span>([^<]*)<', refs)
+    assert len(labels) == len(set(labels)) == len(re.findall(r"^@", (ROOT / "book" / "references.bib").read_text(), re.M))
+    assert all(re.fullmatch(r"[A-Z][A-Za-z]{0,4}\+?\d\d", label) for label in labels), labels  # short, readable
+    assert {"CLS24", "CZL24"} <= set(labels)  # the two Cai et al. 2024 papers tell apart
 
 
 def test_data_chapter_glues_its_check_into_the_prose(html):
