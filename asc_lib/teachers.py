@@ -46,6 +46,7 @@ from torch import nn
 from . import __version__
 from .augment import dir_augment, freq_mixstyle, mixup, mixup_loss, spec_augment
 from .data import DEVICES, SCENES
+from .data.cache import content_hashes
 from .data.dataset import device_ids, labels, rows
 from .data.synthetic import impulse_responses
 from .data.tau import read_split
@@ -213,6 +214,14 @@ def data_id(root: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def checkpoint_ids(checkpoints: dict, profile: str) -> dict:
+    """``{key: (file name, hash of its bytes)}``: other weights under the same name and size make another
+    run. The hashes are remembered per (size, times, inode) in ``artifacts/<profile>/checkpoint_hashes.json``."""
+    paths = [Path(v) for v in checkpoints.values()]
+    hashes = content_hashes(paths, memo=artifacts_dir(profile) / "checkpoint_hashes.json")
+    return {k: (p.name, h) for k, p, h in zip(checkpoints, paths, hashes)}
+
+
 def run_folder(kind: str, name: str, split: int, config: dict, profile: str) -> tuple[Path, str, dict | None]:
     """The cache folder of one run, ``artifacts/<profile>/<kind>/<name>-split<N>-<key>`` with ``key`` a
     hash of ``config`` (everything that makes the run): ``(folder, key, manifest or None)``; the manifest
@@ -243,8 +252,8 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
                 profile: str, seed: int, device, inputs: TeacherInputs | None = None,
                 progress: bool = True) -> dict:
     """Train (or reuse) one teacher on one split; return its manifest (see the module docstring)."""
-    ckpt_ids = {k: (Path(v).name, Path(v).stat().st_size) for k, v in checkpoints.items()}
-    config = {"strategy": strategy, "split": split, "settings": asdict(settings), "checkpoints": ckpt_ids,
+    config = {"strategy": strategy, "split": split, "settings": asdict(settings),
+              "checkpoints": checkpoint_ids(checkpoints, profile),
               "data": data_id(root), "seed": seed, "version": [__version__, TEACHER_VERSION]}
     folder, key, done = run_folder("teachers", strategy, split, config, profile)
     if done:

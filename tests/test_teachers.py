@@ -1,6 +1,7 @@
 """Teachers: the token head, validation hold-out, runs with manifests, logits and ensembles."""
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -125,6 +126,20 @@ def test_run_writes_a_manifest_logits_and_is_reused(setup, capsys):
     again = _run(setup, "SSL")
     assert again == json.loads((folder / "manifest.json").read_text())
     assert "reusing" in capsys.readouterr().err
+
+
+def test_other_weights_under_the_same_name_and_size_make_another_run(setup, tmp_path):
+    profile, *_ = setup
+    first = save_beats_checkpoint(BEATs(TINY_BEATS), tmp_path / "ssl.pt")
+    ids = teachers.checkpoint_ids({"SSL": first}, profile.name)
+    assert ids == teachers.checkpoint_ids({"SSL": first}, profile.name)  # unchanged file: same run
+    size, mtime = first.stat().st_size, first.stat().st_mtime_ns
+    torch.manual_seed(1)
+    save_beats_checkpoint(BEATs(TINY_BEATS), first)  # other weights, same name
+    os.utime(first, ns=(mtime, mtime))
+    assert first.stat().st_size == size
+    other = teachers.checkpoint_ids({"SSL": first}, profile.name)
+    assert other["SSL"][0] == "ssl.pt" and other != ids
 
 
 def test_frozen_run_leaves_the_encoder_as_loaded(setup):
