@@ -99,3 +99,41 @@ def test_cached_features_train_without_dir_and_say_so(setup):  # noqa: F811
     features = distill.logmel_all(w32, 32).half()
     m = distill.run_student(None, 100, settings=settings, features=features, **kw)
     assert m["teacher"] == "scratch" and len(m["history"]) == 1
+
+
+def test_a_resumed_student_publishes_what_an_uninterrupted_one_does(setup, monkeypatch, tmp_path):  # noqa: F811
+    profile, root, meta, _ = setup
+    settings = replace(profile.student, n_mels=32, cache_features=False, dir_p=0.4, min_passes=0,
+                       recipe=Recipe(epochs=3, steps_per_epoch=2, batch_size=8, lr=1e-3, optimizer="adam"))
+    mans = {"SSL+SL": _run(setup, "SSL+SL")}
+    kw = dict(meta=meta, split_part=read_split(root, 100, meta), test_part=read_split(root, "test", meta),
+              w32=dataset.waves(meta, 32000, profile), manifests=mans, settings=settings, root=root,
+              profile=profile.name, seed=0, device="cpu", progress=False)
+    monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "whole"))
+    whole = distill.run_student("SSL+SL", 100, **kw)
+
+    real = distill.train
+
+    def killed_in_epoch_2(*args, evaluate, **kwargs):  # as if the machine stopped while epoch 2 was scored
+        def scored(model, calls=[]):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return evaluate(model)
+        return real(*args, evaluate=scored, **kwargs)
+
+    monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "cut"))
+    monkeypatch.setattr(distill, "train", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        distill.run_student("SSL+SL", 100, **kw)
+    monkeypatch.setattr(distill, "train", real)
+    resumed = distill.run_student("SSL+SL", 100, **kw)
+
+    a, b = Path(whole["folder"]), Path(resumed["folder"])
+    assert np.array_equal(np.load(a / "test_logits.npy"), np.load(b / "test_logits.npy"))
+    sa, sb = (torch.load(f / "model.pt", weights_only=True)["state_dict"] for f in (a, b))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    drop = lambda m: {k: v for k, v in m.items() if k not in ("folder", "seconds", "history")}
+    assert drop(whole) == drop(resumed)
+    strip = lambda hist: [{k: v for k, v in h.items() if k != "seconds"} for h in hist]
+    assert strip(whole["history"]) == strip(resumed["history"]) and len(whole["history"]) == 3
