@@ -21,3 +21,13 @@ def glue(name: str, value, display: bool = False) -> None:
         value = value.item()
     if _glue is not None:
         _glue(name, value, display=display)
+
+
+def show_source(*objects):
+    """Display the source of library functions or classes in a notebook, highlighted: the book shows the
+    code that ran, from the library itself, never a copy. Returns the ``IPython.display.Code`` object."""
+    import inspect
+
+    from IPython.display import Code
+
+    return Code("\n\n".join(inspect.getsource(o).rstrip() for o in objects), language="python")

@@ -15,7 +15,7 @@ The flow, as PyTorch's documentation now names it for static quantisation on x86
    stored as int8 (this is the graph the byte accounting reads).
 5. ``lower_pt2e_quantized_to_x86``: inductor's freezing passes fuse each dequantise -> conv ->
    quantise pattern into oneDNN's ``onednn.qconv_pointwise`` (int8 weights packed, uint8 activations,
-   the ReLU or the residual add fused in). The result runs eagerly, with no ``torch.compile`` and no
+   the ReLU fused in). The result runs eagerly, with no ``torch.compile`` and no
    C++ compiler. It is exported again for a fixed batch size, so :class:`Int8Model` feeds it batches
    of ``batch`` examples (the last one zero-padded; examples do not interact in eval mode).
 
@@ -36,7 +36,6 @@ point; plus any float parameter the graph still uses, at 4 bytes. The DCASE conv
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import warnings
 from collections.abc import Iterable
@@ -44,8 +43,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-__all__ = ["Int8Model", "int8_param_breakdown", "int8_param_bytes", "is_int8", "logits", "quantize_int8",
-           "state_dict_bytes"]
+__all__ = ["Int8Model", "int8_param_breakdown", "int8_param_bytes", "is_int8", "logits", "quantize_int8"]
 
 # Known, understood and harmless: the max-pools after a float ResNorm stay float (the quantizer says so
 # for each); torchao's observers still use torch.jit.script_method, and copying an exported graph
@@ -200,13 +198,6 @@ def int8_param_breakdown(qmodel: Int8Model) -> dict[str, int]:
 def int8_param_bytes(qmodel: Int8Model) -> int:
     """Total parameter memory of the quantised model in bytes (``int8_param_breakdown(...)["total"]``)."""
     return int8_param_breakdown(qmodel)["total"]
-
-
-def state_dict_bytes(model: nn.Module) -> int:
-    """Size of ``torch.save(model.state_dict())`` in bytes (includes pickling and torch's overheads)."""
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    return buf.getbuffer().nbytes
 
 
 @torch.no_grad()
