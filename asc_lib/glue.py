@@ -31,3 +31,14 @@ def show_source(*objects):
     from IPython.display import Code
 
     return Code("\n\n".join(inspect.getsource(o).rstrip() for o in objects), language="python")
+
+
+def labelled_audio(wave, rate: int, label: str):
+    """An audio player with its label in one output (an HTML ``<figure>`` with a ``<figcaption>``), so a
+    reader always knows which clip a player plays. ``wave`` is played as is (no normalisation)."""
+    import html
+
+    from IPython.display import HTML, Audio
+
+    player = Audio(wave, rate=rate, normalize=False)._repr_html_()
+    return HTML(f'<figure class="asc-audio"><figcaption>{html.escape(label)}</figcaption>{player}</figure>')

@@ -97,3 +97,7 @@ def test_chapter_pages_show_no_test_apparatus_and_no_nan(html, name):
     assert "google.colab" not in page and "pip install" not in page  # the Colab install cell is not shown
     cells = re.findall(r"<td[^>]*>\s*(?:nan|NaN)\s*</td>", page)
     assert not cells, f"{name}: a table shows NaN"
+    # every audio player carries its label in the same output (asc_lib.glue.labelled_audio)
+    players = page.count("<audio")
+    labelled = re.findall(r'<figure class="asc-audio"><figcaption>[^<]+</figcaption>\s*<audio', page)
+    assert len(labelled) == players, f"{name}: {players - len(labelled)} audio player(s) without a label"
