@@ -72,6 +72,22 @@ def complexity_table(models: dict[str, nn.Module], inputs: dict[str, tuple[int, 
     return pd.DataFrame(rows)
 
 
+def readable(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`complexity_table` for reading: thousands separators, kB (1,024 bytes) and millions of MACs,
+    the limits' verdicts as yes/no; indexed by (model, input)."""
+    yes_no = {True: "yes", False: "no"}
+    return pd.DataFrame({
+        "model": table.model, "input": table.input,
+        "parameters": table.params.map("{:,}".format),
+        "INT8 (kB)": (table.bytes_int8 / 1024).map("{:.1f}".format),
+        "float16 (kB)": (table.bytes_fp16 / 1024).map("{:.1f}".format),
+        "MACs (M)": (table.macs / 1e6).map("{:.2f}".format),
+        "≤ 128 kB at INT8": table.fits_memory_int8.map(yes_no),
+        "≤ 128 kB at float16": table.fits_memory_fp16.map(yes_no),
+        "≤ 30 M MACs": table.fits_macs.map(yes_no),
+    }).set_index(["model", "input"])
+
+
 def layer_shapes(model: nn.Module, input_shape: tuple[int, ...], containers=("conv_layers", "middle_layers")):
     """``(name, output shape without the batch, parameters)`` of each layer of ``model``: the children of
     the ``containers`` (in order), then every other child; for :func:`asc_lib.plots.layer_chain`."""

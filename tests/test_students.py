@@ -69,6 +69,9 @@ def test_complexity_table_rows_and_flags():
     assert not tf512.fits_macs and tf256.fits_macs  # 30.74 M vs 15.44 M
     assert cp256.bytes_fp16 == 122_296 and cp256.fits_memory_fp16 and cp256.fits_macs  # baseline: float16
     assert not row.loc[("CP-Mobile", "512 mels")].fits_macs  # twice the mels, about twice the MACs
+    shown = complexity.readable(table).loc[("TF-SepNet", "512 mels")]
+    assert (shown["parameters"], shown["INT8 (kB)"], shown["MACs (M)"]) == ("126,858", "123.9", "30.74")
+    assert (shown["≤ 128 kB at INT8"], shown["≤ 128 kB at float16"], shown["≤ 30 M MACs"]) == ("yes", "no", "no")
 
 
 @pytest.mark.parametrize("make", [lambda: TFSepNet(dropout=0.0), CPMobile], ids=["TFSepNet", "CPMobile"])
