@@ -101,3 +101,10 @@ def test_chapter_pages_show_no_test_apparatus_and_no_nan(html, name):
     players = page.count("<audio")
     labelled = re.findall(r'<figure class="asc-audio"><figcaption>[^<]+</figcaption>\s*<audio', page)
     assert len(labelled) == players, f"{name}: {players - len(labelled)} audio player(s) without a label"
+    # every figure is a numbered figure with its caption (tests/test_chapters.py checks the notebooks)
+    letters = lambda text: re.sub(r"[^a-z]", "", text.lower())  # punctuation aside (smart quotes)
+    text = letters(re.sub(r"<[^>]+>", "", page))
+    for cell in nbformat.read(ROOT / "book" / f"{name}.ipynb", as_version=4).cells:
+        figure = cell.metadata.get("mystnb", {}).get("figure")
+        if figure:
+            assert f'id="{figure["name"]}"' in page and letters(figure["caption"]) in text, figure["name"]

@@ -89,3 +89,16 @@ def test_checked_cells_are_tagged_not_commented(path):
     nb = _read(path)
     assert not any("NBVAL" in c.source for c in nb.cells), "mark checked cells with the nbval-check-output tag"
     assert any("nbval-check-output" in c.metadata.get("tags", []) for c in nb.cells)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "book").glob("[0-9]*.ipynb")), ids=lambda p: p.stem)
+def test_every_figure_has_a_caption_and_a_cell_of_its_own(path):
+    for cell in _read(path).cells:
+        if cell.cell_type != "code" or not any("image/png" in o.get("data", {}) for o in cell.outputs):
+            continue
+        figure = cell.metadata.get("mystnb", {}).get("figure", {})
+        assert figure.get("caption") and figure.get("name", "").startswith("fig-"), \
+            f"{path.name}: the figure of `{cell.source[:60]}` has no caption and name (metadata mystnb.figure)"
+        shown = [o for o in cell.outputs if o.output_type in ("display_data", "execute_result")]
+        assert all("image/png" in o.get("data", {}) for o in shown), \
+            f"{path.name}: `{cell.source[:60]}` shows a table beside its figure (the caption would wrap both)"
