@@ -102,3 +102,15 @@ def test_every_figure_has_a_caption_and_a_cell_of_its_own(path):
         shown = [o for o in cell.outputs if o.output_type in ("display_data", "execute_result")]
         assert all("image/png" in o.get("data", {}) for o in shown), \
             f"{path.name}: `{cell.source[:60]}` shows a table beside its figure (the caption would wrap both)"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_code_fits_the_column_and_parses(path):
+    import ast
+
+    for cell in _read(path).cells:
+        if cell.cell_type != "code" or "%pip" in cell.source:
+            continue
+        ast.parse(cell.source)
+        long = [line for line in cell.source.splitlines() if len(line) > 100]
+        assert not long, f"{path.name}: code lines over 100 characters overflow the book's code column: {long}"
