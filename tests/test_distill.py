@@ -12,7 +12,7 @@ from asc_lib import distill
 from asc_lib.data import dataset
 from asc_lib.data.tau import read_split
 from asc_lib.train import Recipe
-from test_teachers import _run, setup  # noqa: F401  (the tiny twin and tiny BEATs checkpoints)
+from test_teachers import _run, killed_in_epoch_2, setup  # noqa: F401  (the tiny twin and tiny BEATs checkpoints)
 
 
 def test_kd_loss_is_t_squared_kl_with_log_targets_and_mean_reduction():
@@ -113,17 +113,8 @@ def test_a_resumed_student_publishes_what_an_uninterrupted_one_does(setup, monke
     whole = distill.run_student("SSL+SL", 100, **kw)
 
     real = distill.train
-
-    def killed_in_epoch_2(*args, evaluate, **kwargs):  # as if the machine stopped while epoch 2 was scored
-        def scored(model, calls=[]):
-            calls.append(1)
-            if len(calls) == 2:
-                raise KeyboardInterrupt
-            return evaluate(model)
-        return real(*args, evaluate=scored, **kwargs)
-
     monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "cut"))
-    monkeypatch.setattr(distill, "train", killed_in_epoch_2)
+    monkeypatch.setattr(distill, "train", killed_in_epoch_2(real))
     with pytest.raises(KeyboardInterrupt):
         distill.run_student("SSL+SL", 100, **kw)
     monkeypatch.setattr(distill, "train", real)

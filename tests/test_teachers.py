@@ -39,6 +39,18 @@ def setup(tmp_path_factory):
         yield profile, root, meta, ckpts
 
 
+def killed_in_epoch_2(train):
+    """``train`` as if the machine stopped while epoch 2 was being scored (for the resume tests)."""
+    def cut(*args, evaluate, **kwargs):
+        def scored(model, calls=[]):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return evaluate(model)
+        return train(*args, evaluate=scored, **kwargs)
+    return cut
+
+
 def _run(setup, strategy, split=100, capsys=None):
     profile, root, meta, ckpts = setup
     return teachers.run_teacher(strategy, split, meta=meta, split_part=read_split(root, split, meta),
@@ -201,17 +213,8 @@ def test_a_resumed_teacher_publishes_what_an_uninterrupted_one_does(setup, monke
     whole = teachers.run_teacher("SSL+SL", 100, **kw)
 
     real = teachers.train
-
-    def killed_in_epoch_2(*args, evaluate, **kwargs):  # as if the machine stopped while epoch 2 was scored
-        def scored(model, calls=[]):
-            calls.append(1)
-            if len(calls) == 2:
-                raise KeyboardInterrupt
-            return evaluate(model)
-        return real(*args, evaluate=scored, **kwargs)
-
     monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "cut"))
-    monkeypatch.setattr(teachers, "train", killed_in_epoch_2)
+    monkeypatch.setattr(teachers, "train", killed_in_epoch_2(real))
     with pytest.raises(KeyboardInterrupt):
         teachers.run_teacher("SSL+SL", 100, **kw)
     monkeypatch.setattr(teachers, "train", real)
