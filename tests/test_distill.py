@@ -12,7 +12,7 @@ from asc_lib import distill
 from asc_lib.data import dataset
 from asc_lib.data.tau import read_split
 from asc_lib.train import Recipe
-from test_teachers import _run, killed_in_epoch_2, setup  # noqa: F401  (the tiny twin and tiny BEATs checkpoints)
+from test_teachers import _run, assert_same_publication, setup, whole_and_resumed  # noqa: F401  (the tiny twin and tiny BEATs checkpoints)
 
 
 def test_kd_loss_is_t_squared_kl_with_log_targets_and_mean_reduction():
@@ -109,22 +109,8 @@ def test_a_resumed_student_publishes_what_an_uninterrupted_one_does(setup, monke
     kw = dict(meta=meta, split_part=read_split(root, 100, meta), test_part=read_split(root, "test", meta),
               w32=dataset.waves(meta, 32000, profile), manifests=mans, settings=settings, root=root,
               profile=profile.name, seed=0, device="cpu", progress=False)
-    monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "whole"))
-    whole = distill.run_student("SSL+SL", 100, **kw)
+    whole, resumed = whole_and_resumed(distill, lambda: distill.run_student("SSL+SL", 100, **kw),
+                                       monkeypatch, tmp_path)
 
-    real = distill.train
-    monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "cut"))
-    monkeypatch.setattr(distill, "train", killed_in_epoch_2(real))
-    with pytest.raises(KeyboardInterrupt):
-        distill.run_student("SSL+SL", 100, **kw)
-    monkeypatch.setattr(distill, "train", real)
-    resumed = distill.run_student("SSL+SL", 100, **kw)
-
-    a, b = Path(whole["folder"]), Path(resumed["folder"])
-    assert np.array_equal(np.load(a / "test_logits.npy"), np.load(b / "test_logits.npy"))
-    sa, sb = (torch.load(f / "model.pt", weights_only=True)["state_dict"] for f in (a, b))
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    drop = lambda m: {k: v for k, v in m.items() if k not in ("folder", "seconds", "history")}
-    assert drop(whole) == drop(resumed)
-    strip = lambda hist: [{k: v for k, v in h.items() if k != "seconds"} for h in hist]
-    assert strip(whole["history"]) == strip(resumed["history"]) and len(whole["history"]) == 3
+    assert_same_publication(whole, resumed, ("test_logits.npy",))
+    assert len(whole["history"]) == 3

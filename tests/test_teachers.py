@@ -51,6 +51,33 @@ def killed_in_epoch_2(train):
     return cut
 
 
+def whole_and_resumed(module, run, monkeypatch, tmp_path):
+    """``run()`` once uninterrupted, then in another artifacts folder killed in epoch 2 (``module.train``
+    cut) and run again to resume: ``(whole, resumed)`` manifests."""
+    monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "whole"))
+    whole = run()
+    real = module.train
+    monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "cut"))
+    monkeypatch.setattr(module, "train", killed_in_epoch_2(real))
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(module, "train", real)
+    return whole, run()
+
+
+def assert_same_publication(whole: dict, resumed: dict, arrays) -> None:
+    """Two runs published the same: weights, ``arrays``, manifest and history (seconds aside)."""
+    a, b = Path(whole["folder"]), Path(resumed["folder"])
+    for name in arrays:
+        assert np.array_equal(np.load(a / name), np.load(b / name)), name
+    sa, sb = (torch.load(f / "model.pt", weights_only=True)["state_dict"] for f in (a, b))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    drop = lambda m: {k: v for k, v in m.items() if k not in ("folder", "seconds", "history")}
+    assert drop(whole) == drop(resumed)
+    strip = lambda hist: [{k: v for k, v in h.items() if k != "seconds"} for h in hist]
+    assert strip(whole["history"]) == strip(resumed["history"])
+
+
 def _run(setup, strategy, split=100, capsys=None):
     profile, root, meta, ckpts = setup
     return teachers.run_teacher(strategy, split, meta=meta, split_part=read_split(root, split, meta),
@@ -209,26 +236,10 @@ def test_a_resumed_teacher_publishes_what_an_uninterrupted_one_does(setup, monke
     kw = dict(meta=meta, split_part=read_split(root, 100, meta), test_part=read_split(root, "test", meta),
               w16=dataset.waves(meta, 16000, profile), checkpoints=ckpts, settings=settings, root=root,
               profile=profile.name, seed=0, device="cpu", progress=False)
-    monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "whole"))
-    whole = teachers.run_teacher("SSL+SL", 100, **kw)
+    whole, resumed = whole_and_resumed(teachers, lambda: teachers.run_teacher("SSL+SL", 100, **kw),
+                                       monkeypatch, tmp_path)
 
-    real = teachers.train
-    monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "cut"))
-    monkeypatch.setattr(teachers, "train", killed_in_epoch_2(real))
-    with pytest.raises(KeyboardInterrupt):
-        teachers.run_teacher("SSL+SL", 100, **kw)
-    monkeypatch.setattr(teachers, "train", real)
-    resumed = teachers.run_teacher("SSL+SL", 100, **kw)
-
-    a, b = Path(whole["folder"]), Path(resumed["folder"])
-    for name in ("test_logits.npy", "train_logits.npy"):
-        assert np.array_equal(np.load(a / name), np.load(b / name)), name
-    sa, sb = (torch.load(f / "model.pt", weights_only=True)["state_dict"] for f in (a, b))
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    drop = lambda m: {k: v for k, v in m.items() if k not in ("folder", "seconds", "history")}
-    assert drop(whole) == drop(resumed)
-    assert [{k: v for k, v in h.items() if k != "seconds"} for h in whole["history"]] == \
-        [{k: v for k, v in h.items() if k != "seconds"} for h in resumed["history"]]
+    assert_same_publication(whole, resumed, ("test_logits.npy", "train_logits.npy"))
 
 
 def test_a_moved_artifacts_folder_is_still_reused(setup, monkeypatch, tmp_path, capsys):
