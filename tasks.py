@@ -64,13 +64,14 @@ def newest(extra: list[str]) -> None:
     pins.write_text("".join(line for line in (ROOT / "constraints.txt").read_text().splitlines(keepends=True)
                             if not UNPINNED.match(line)))
     uncapped = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
-    sh(NEWEST_PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--upgrade",
-       "-c", pins, "torch", "-e", ".[book]", env=uncapped)
+    pip = (NEWEST_PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-q")
+    sh(*pip, "--upgrade", "-c", pins, "torch", ".[book]", env=uncapped)
+    sh(*pip, "--no-deps", "--force-reinstall", ".", env=uncapped)  # a plain install, of this checkout's code
     sh(NEWEST_PYTHON, "-c", "import importlib.util, torch, torchao; "
        "print('torch', torch.__version__, '| torchao', torchao.__version__, '| torchaudio:', "
        "'installed' if importlib.util.find_spec('torchaudio') else 'absent')")
     sh(NEWEST_PYTHON, "-m", "pytest", "tests", "-p", "no:cacheprovider", *extra)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # run there, the chapter imports the installed asc_lib
         sh(NEWEST_PYTHON, "-m", "asc_lib.book", "run", "--only", "quick_tour", "--into", tmp)
 
 
