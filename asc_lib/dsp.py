@@ -11,7 +11,7 @@ when it is not):
 - :func:`kaldi_fbank`: Kaldi's log mel filterbank, the input BEATs was trained on (``compliance.kaldi.fbank``
   with its defaults: povey window, no dithering, DC removal, pre-emphasis 0.97, snipped edges, frames
   zero-padded to a power of two, power spectrum, log floored at float32's epsilon).
-- :func:`Resampler`: band-limited resampling with a Hann-windowed sinc (``transforms.Resample`` with its
+- :class:`Resampler`: band-limited resampling with a Hann-windowed sinc (``transforms.Resample`` with its
   defaults: 6 zero crossings, roll-off 0.99, the kernel computed in float64 and kept in float32).
 - :func:`fftconvolve`: linear convolution through the FFT (``functional.fftconvolve``, mode "full").
 
@@ -77,9 +77,9 @@ def kaldi_fbank(wave: torch.Tensor, n_mels: int = 23, sr: float = 16000.0, frame
         raise ValueError(f"expected one waveform (T,), got shape {tuple(wave.shape)}")
     shift = int(sr * frame_shift_ms * 0.001)
     size = int(sr * frame_length_ms * 0.001)
-    padded = 1 if size == 0 else 2 ** (size - 1).bit_length()
     if not 2 <= size <= len(wave) or shift < 1:
         raise ValueError(f"a {size}-sample frame every {shift} samples does not fit a {len(wave)}-sample waveform")
+    padded = 2 ** (size - 1).bit_length()  # the next power of two
     n_frames = 1 + (len(wave) - size) // shift
     frames = wave.as_strided((n_frames, size), (shift * wave.stride(0), wave.stride(0)))
     frames = frames - frames.mean(dim=1).unsqueeze(1)  # remove the DC offset

@@ -39,6 +39,7 @@ import copy
 import logging
 import warnings
 from collections.abc import Iterable
+from operator import attrgetter
 
 import torch
 from torch import nn
@@ -157,13 +158,6 @@ def is_int8(qmodel: Int8Model) -> bool:
                            torch.ops.aten.linear.default, torch.ops.aten.addmm.default))
 
 
-def _attr(module: nn.Module, node) -> torch.Tensor:
-    obj = module
-    for part in node.target.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def int8_param_breakdown(qmodel: Int8Model) -> dict[str, int]:
     """Bytes of what the quantised model stores, by kind (see the module docstring); ``total`` sums."""
     ref = qmodel.reference
@@ -175,7 +169,7 @@ def int8_param_breakdown(qmodel: Int8Model) -> dict[str, int]:
         if node.op != "call_function":
             continue
         if node.target == q.dequantize_per_channel.default and node.args[0].op == "get_attr":
-            weight, scales = _attr(ref, node.args[0]), _attr(ref, node.args[1])
+            weight, scales = attrgetter(node.args[0].target)(ref), attrgetter(node.args[1].target)(ref)
             out["weights_int8"] += weight.numel() * weight.element_size()
             out["weight_scales_fp32"] += 4 * scales.numel()
             out["weight_zero_points_int8"] += scales.numel()
@@ -184,11 +178,11 @@ def int8_param_breakdown(qmodel: Int8Model) -> dict[str, int]:
             out["activation_qparams"] += 5
         elif node.target in (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default) and \
                 len(node.args) > 2 and getattr(node.args[2], "op", None) == "get_attr":
-            out["biases_fp32"] += 4 * _attr(ref, node.args[2]).numel()
+            out["biases_fp32"] += 4 * attrgetter(node.args[2].target)(ref).numel()
             counted.add(node.args[2].target)
     for node in ref.graph.nodes:  # any other float tensor the graph uses, at 4 bytes each
         if node.op == "get_attr" and node.target not in counted:
-            t = _attr(ref, node)
+            t = attrgetter(node.target)(ref)
             if isinstance(t, torch.Tensor) and t.is_floating_point():
                 out["float_params"] += 4 * t.numel()
     out["total"] = sum(out.values())
