@@ -4,6 +4,7 @@
     python3 tasks.py book     # set up .venv, execute every chapter (profile ci), build the HTML
     python3 tasks.py test     # set up .venv, run the tests (unit, nbval, book build)
     python3 tasks.py newest   # in .venv-newest, the newest torch on the index: unit tests + Quick tour
+    python3 tasks.py smoke    # the full profile's smoke run on test-made TAU22 and BEATs fixtures
 
 ``book`` and ``test`` create ``.venv`` when it is missing and install the pinned dependencies and
 ``asc_lib`` into it; they reinstall only when ``pyproject.toml`` or ``constraints.txt`` changed, so a
@@ -14,6 +15,11 @@ other package at its pin) into its own ``.venv-newest``, ignoring any pip config
 torch (``PIP_CONFIG_FILE`` is set to the null device for that install only), then runs the unit tests
 (``tests/``; not the comparison with the published chapters, whose numbers belong to the pinned torch)
 and executes the Quick tour into a temporary folder. ``.venv`` is not touched.
+
+``smoke`` writes the fixtures of ``python -m asc_lib.smoke`` (a TAU22-format folder from official split
+lines with generated audio, and official-format BEATs checkpoints with random weights) into a temporary
+folder and runs every chapter there with ``--profile full --smoke``: the paper's code path with the
+amounts cut. Extra arguments go to the runner.
 """
 
 import hashlib
@@ -75,8 +81,16 @@ def newest(extra: list[str]) -> None:
         sh(NEWEST_PYTHON, "-m", "asc_lib.book", "run", "--only", "quick_tour", "--into", tmp)
 
 
+def smoke(extra: list[str]) -> None:
+    """The ``full`` profile's smoke run on fresh fixtures, in a temporary folder (see the module docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sh(PYTHON, "-m", "asc_lib.smoke", "fixtures", tmp)
+        sh(PYTHON, "-m", "asc_lib.book", "run", "--profile", "full", "--smoke", "-p", "data_root", f"{tmp}/tau22",
+           "-p", "beats_dir", f"{tmp}/beats", "--into", f"{tmp}/run", *extra)
+
+
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("book", "test", "newest"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("book", "test", "newest", "smoke"):
         print(__doc__)
         return 2
     command, extra = sys.argv[1], sys.argv[2:]
@@ -92,6 +106,8 @@ def main() -> int:
             sh(PYTHON, "-m", "asc_lib.book", "build")
         elif command == "newest":
             newest(extra)
+        elif command == "smoke":
+            smoke(extra)
         else:
             sh(PYTHON, "-m", "pytest", *extra)
     except subprocess.CalledProcessError as err:

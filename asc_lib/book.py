@@ -1,12 +1,15 @@
 """Execute the chapters with papermill into ``book/`` and build the HTML with Jupyter Book.
 
     python -m asc_lib.book run [--profile ci|full] [--only CHAPTER ...] [-p NAME VALUE ...]
+    python -m asc_lib.book run --profile full --smoke -p data_root DIR -p beats_dir DIR [--into DIR]
     python -m asc_lib.book build
 
 ``run`` executes ``chapters/*.ipynb`` in order, each in its own papermill process with a time limit,
 writes the executed notebook to ``book/`` only when every cell succeeded (so a failed run never leaves
 a half-executed chapter there), stops on the first failure naming the chapter and the cell, and ends
-with a table of wall times.
+with a table of wall times. ``--smoke`` runs a profile's smoke version (``full-smoke``: the same code
+path with the amounts cut, see :func:`asc_lib.profiles.smoke`) into a folder of its own, never ``book/``,
+and ends by printing what was cut.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ import pandas as pd
 import papermill
 
 from .paths import repo_root
-from .profiles import PROFILES
+from .profiles import PROFILES, differences
 
-CHAPTER_TIMEOUT_S = {"ci": 3000, "full": 24 * 3600}  # per chapter, wall clock
-CELL_TIMEOUT_S = {"ci": 2400, "full": 24 * 3600}
+SMOKE_INTO = Path(tempfile.gettempdir()) / "asc-lib-smoke"  # outside any checkout: results and artifacts too
+CHAPTER_TIMEOUT_S = {"ci": 3000, "full": 24 * 3600, "full-smoke": 900}  # per chapter, wall clock
+CELL_TIMEOUT_S = {"ci": 2400, "full": 24 * 3600, "full-smoke": 900}
 
 
 def chapters(root: Path) -> list[Path]:
@@ -203,6 +207,12 @@ def run(root: Path, profile: str, only: list[str] | None, overrides: dict, into:
     for name, state, seconds in rows:
         print(f"{name:<{width}}  {state:<6}  {seconds:7.1f} s")
     print(f"{'total':<{width}}          {sum(r[2] for r in rows):7.1f} s")
+    if PROFILES[profile].cut is not None:
+        base = profile.removesuffix("-smoke")
+        print(f"\n{profile} ran the code path of {base} with these amounts cut (profile {base} -> {profile}):")
+        for name, was, now in differences(PROFILES[base], PROFILES[profile])[1:]:
+            print(f"  {name}: {was} -> {now}")
+        print(f"executed chapters, results and artifacts: {target}")
     return status
 
 
@@ -265,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--into", type=Path, metavar="DIR",
                        help="write the executed chapters here instead of book/ (outside the checkout: "
                             "results and artifacts go there too)")
+    p_run.add_argument("--smoke", action="store_true",
+                       help="the profile's smoke run: its code path with the amounts cut, into --into "
+                            f"(default {SMOKE_INTO}; never book/)")
     sub.add_parser("build", help="build the HTML book from book/ (warnings are errors)")
     p_cmp = sub.add_parser("compare", help="compare book/results (after a run) with the published tables")
     p_cmp.add_argument("--published", default="HEAD", metavar="GIT_REF_OR_FOLDER",
@@ -275,7 +288,15 @@ def main(argv: list[str] | None = None) -> int:
     if root is None:
         parser.error("run this from the book's checkout (a folder with _toc.yml and asc_lib/)")
     if args.command == "run":
-        return run(root, args.profile, args.only, {k: parse_value(v) for k, v in args.p}, args.into)
+        profile, into = args.profile, args.into
+        if args.smoke:
+            profile, into = f"{profile}-smoke", (into or SMOKE_INTO).resolve()
+            if profile not in PROFILES:
+                parser.error(f"--smoke: profile {args.profile!r} has no smoke version (full has)")
+            if into.is_relative_to(root):
+                parser.error(f"--smoke --into {into}: choose a folder outside the checkout, whose book/results "
+                             "the smoke run's tables would overwrite")
+        return run(root, profile, args.only, {k: parse_value(v) for k, v in args.p}, into)
     if args.command == "compare":
         return compare(root, args.published)
     return build(root)

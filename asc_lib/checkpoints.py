@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from .data.dataset import pool_waves
-from .models.beats import BEATs, save_beats_checkpoint
+from .data.download import fetch_beats_checkpoint
+from .models.beats import BEATs, BEATsCheckpointError, load_beats_checkpoint, released_config, save_beats_checkpoint
 from .paths import artifacts_dir
 from .pretrain import MaskedPatchModel, RandomProjectionTokenizer, pool_fbank, pretrain, small_config, tag_finetune
 from .profiles import Profile
@@ -31,6 +32,34 @@ from .repro import seed_everything
 
 PRETRAIN_VERSION = 2  # bump when pre-training's results change
 OFFICIAL = {"SSL": "BEATs_iter3_plus_AS2M.pt", "SSL+SL": "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt"}
+
+
+# what fixes the released checkpoints' shapes and forward pass (dropouts and layer-drop only act in training)
+ARCHITECTURE = ("input_patch_size", "embed_dim", "conv_bias", "encoder_layers", "encoder_embed_dim",
+                "encoder_ffn_embed_dim", "encoder_attention_heads", "activation_fn", "deep_norm", "layer_norm_first",
+                "relative_position_embedding", "num_buckets", "max_distance", "gru_rel_pos", "conv_pos",
+                "conv_pos_groups", "finetuned_model")
+
+
+def official(folder, profile: Profile) -> dict:
+    """The official BEATs files in ``folder`` as ``{"SSL": path, "SSL+SL": path}``, checked before any
+    training: each is the file the README names (size, and SHA-256 where known), loads strictly, and has
+    the released 12-layer architecture (the fine-tuned one with its 527-class predictor). A smoke profile
+    (``profile.cut``) takes official-format files with other weights (the tests' random ones): it skips
+    only the size and SHA-256."""
+    paths = {}
+    for key, name in OFFICIAL.items():
+        path = Path(folder) / name
+        if profile.cut is None or not path.is_file():
+            path = fetch_beats_checkpoint(name, folder)  # a clear error when missing or not the official file
+        cfg = load_beats_checkpoint(path).cfg
+        want = released_config(finetuned=key == "SSL+SL")
+        wrong = [f"{k}={getattr(cfg, k)!r} (released: {getattr(want, k)!r})" for k in ARCHITECTURE
+                 + (("predictor_class",) if want.finetuned_model else ()) if getattr(cfg, k) != getattr(want, k)]
+        if wrong:
+            raise BEATsCheckpointError(f"{path}: not the released {name} architecture: {', '.join(wrong)}")
+        paths[key] = path
+    return paths
 
 
 def small_beats(profile: Profile, twin: Path, *, seed: int, device) -> dict:

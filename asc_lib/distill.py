@@ -146,7 +146,9 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
                 "test_files": test_part.filename.tolist(), "best_epoch": out["best_epoch"],
                 "test": _scores(y_test, test, device_ids(test_part)), "history": out["history"],
                 "seconds": time.perf_counter() - t0}
-    return write_manifest(folder, manifest)
+    done = write_manifest(folder, manifest)
+    (folder / "last.pt").unlink(missing_ok=True)  # resume state, of no use once the run is complete
+    return done
 
 
 def run_all(splits, *, meta: pd.DataFrame, root: Path, test_part: pd.DataFrame, w16, w32, checkpoints: dict,

@@ -1,4 +1,5 @@
-"""Named settings: ``ci`` (synthetic twin, CPU, minutes) and ``full`` (real data, GPU, the paper's recipes).
+"""Named settings: ``ci`` (synthetic twin, CPU, minutes), ``full`` (real data, GPU, the paper's recipes)
+and ``full-smoke`` (``full`` with only the amounts cut, to prove its code path in minutes: :func:`smoke`).
 
 A chapter's ``parameters`` cell names a profile and the few knobs a reader turns; every other number
 lives here, once.
@@ -6,7 +7,7 @@ lives here, once.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from .train import Recipe
 
@@ -88,6 +89,14 @@ class StudentSettings:
 
 
 @dataclass(frozen=True)
+class DataCut:
+    """A smoke profile's share of a TAU22 folder (see :func:`asc_lib.data.tau.write_cut`): per scene, two
+    recordings of the splits and two of test (device a and another), and of each a few 1 s clips."""
+
+    clips_per_recording: int = 1
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     device: str  # "cpu", "cuda" or "auto"
@@ -97,6 +106,7 @@ class Profile:
     beats: BeatsSettings
     teachers: TeacherSettings
     student: StudentSettings
+    cut: DataCut | None = field(default=None)  # smoke profiles only: the data a chapter works on is cut
 
 
 PROFILES = {
@@ -147,6 +157,28 @@ PROFILES = {
                           restart_epochs=10, restart_mult=2)),
     ),
 }
+
+
+def smoke(profile: Profile) -> Profile:
+    """``profile`` with only its amounts cut, so that every chapter runs its code path (the same models,
+    input sizes, optimisers, schedules, augmentations, selection, logits, ensembles, distillation, INT8 and
+    tables) in minutes on a CPU: two epochs of two batches, a few clips per split (:class:`DataCut`), the
+    smallest synthetic twin for the tour and the pre-training pool. The one place these amounts live."""
+    def short(recipe: Recipe, batch_size: int) -> Recipe:  # two epochs of two batches; both phases of the schedule
+        cut = {"warmup_linear": {"warmup_epochs": 1}, "cosine_restarts": {"restart_epochs": 1}}
+        return replace(recipe, epochs=2, steps_per_epoch=2, batch_size=batch_size, **cut.get(recipe.schedule, {}))
+
+    return replace(
+        profile, name=f"{profile.name}-smoke", cut=DataCut(),
+        tour=replace(profile.tour, clips_per_scene=2 * len(profile.tour.devices), epochs=2, batch_size=16),
+        data=replace(profile.data, twin_size="tiny", check_epochs=2, check_min_steps=2, check_batch_size=8),
+        beats=replace(profile.beats, pretrain_epochs=2, pretrain_batch_size=8, sl_epochs=1, probe_steps=5),
+        teachers=replace(profile.teachers, frozen=short(profile.teachers.frozen, 4),
+                         finetune=short(profile.teachers.finetune, 4)),
+        student=replace(profile.student, recipe=short(profile.student.recipe, 8), calibration_clips=16))
+
+
+PROFILES["full-smoke"] = smoke(PROFILES["full"])
 
 
 def get_profile(name: str) -> Profile:

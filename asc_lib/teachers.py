@@ -20,10 +20,11 @@ validation set (:func:`hold_out_recordings`); the test split is still scored aft
 reports both the validation-selected and the test-selected accuracy.
 
 A run (:func:`run_teacher`) writes into its own folder under ``artifacts/<profile>/teachers/``:
-``last.pt`` (resume state of :func:`asc_lib.train.train`), ``model.pt`` (the selected weights),
-``train_logits.npy`` (logits on every clip of the split, no augmentation: the student's targets),
-``test_logits.npy`` and, last, ``manifest.json`` (teacher, split, configuration, code version, clip
-names in row order, metrics and history). A folder with a manifest is complete and is reused.
+``last.pt`` (resume state of :func:`asc_lib.train.train`, deleted once the run is complete),
+``model.pt`` (the selected weights), ``train_logits.npy`` (logits on every clip of the split, no
+augmentation: the student's targets), ``test_logits.npy`` and, last, ``manifest.json`` (teacher, split,
+configuration, code version, clip names in row order, metrics and history). A folder with a manifest is
+complete and is reused.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from .data import DEVICES, SCENES
 from .data.cache import content_hashes
 from .data.dataset import device_ids, labels, rows
 from .data.synthetic import impulse_responses
-from .data.tau import read_split
+from .data.tau import data_id, read_split
 from .features import beats_fbank
 from .metrics import class_accuracy, group_accuracy, macro_accuracy
 from .models.beats import BEATs, load_beats_checkpoint
@@ -206,14 +207,6 @@ class TeacherInputs:
         return self._tokens[key]
 
 
-def data_id(root: Path) -> str:
-    """A fingerprint of the dataset: its meta.csv and split files."""
-    h = hashlib.sha256()
-    for name in ("meta.csv", "test.csv", "split5.csv", "split10.csv", "split25.csv", "split50.csv", "split100.csv"):
-        h.update((Path(root) / name).read_bytes())
-    return h.hexdigest()[:16]
-
-
 def checkpoint_ids(checkpoints: dict, profile: str) -> dict:
     """``{key: (file name, hash of its bytes)}``: other weights under the same name and size make another
     run. The hashes are remembered per (size, times, inode) in ``artifacts/<profile>/checkpoint_hashes.json``."""
@@ -327,7 +320,9 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
                 "val_selected_test_acc": history[best - 1]["test_acc"],
                 "test_selected_test_acc": max(h["test_acc"] for h in history),
                 "history": history, "seconds": time.perf_counter() - t0}
-    return write_manifest(folder, manifest)
+    done = write_manifest(folder, manifest)
+    (folder / "last.pt").unlink(missing_ok=True)  # resume state, of no use once the run is complete
+    return done
 
 
 def run_all(splits, *, meta: pd.DataFrame, root: Path, test_part: pd.DataFrame, w16, checkpoints: dict,

@@ -15,12 +15,13 @@ from ..profiles import Profile
 from . import DEVICES, SCENES
 from .cache import waveform_cache
 from .synthetic import make_synthetic_tau
-from .tau import DatasetFormatError, check_dataset, is_tau_folder
+from .tau import DatasetFormatError, check_dataset, data_id, is_tau_folder, write_cut
 
 
 def prepare(data_root: str, profile: Profile, seed: int = 0) -> Path:
     """``data_root`` when given (checked to be a TAU22 folder), else the profile's synthetic twin,
-    generated once under ``artifacts/<profile>/`` and reused."""
+    generated once under ``artifacts/<profile>/`` and reused. A smoke profile (``profile.cut``) works on a
+    cut of ``data_root``, written once under ``artifacts/<profile>/``, after ``data_root`` itself is checked."""
     if data_root:
         root = Path(data_root).expanduser()
         if not is_tau_folder(root):
@@ -31,7 +32,10 @@ def prepare(data_root: str, profile: Profile, seed: int = 0) -> Path:
         if problems:
             raise DatasetFormatError(f"{root}: {len(problems)} problem(s) in its split files (all of them: "
                                      f"python -m asc_lib.data.tau {root}):\n" + "\n".join(problems[:10]))
-        return root
+        if profile.cut is None:
+            return root
+        clips = profile.cut.clips_per_recording
+        return write_cut(root, artifacts_dir(profile.name) / f"tau22-cut-{data_id(root)}-{clips}", clips)
     size = profile.data.twin_size
     return make_synthetic_tau(artifacts_dir(profile.name) / f"tau22-twin-{size}-seed{seed}", size=size, seed=seed)
 

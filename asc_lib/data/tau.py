@@ -11,10 +11,14 @@ Every problem names the file, the line and what was expected.
 from __future__ import annotations
 
 import csv
+import hashlib
+import os
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
+import soundfile as sf
 
 from . import DEVICES, SCENES
 
@@ -136,6 +140,95 @@ def check_dataset(root: Path, meta: pd.DataFrame | None = None) -> list[str]:
     return problems
 
 
+def data_id(root: Path) -> str:
+    """A fingerprint of the TAU22 folder ``root``: its meta.csv and split files."""
+    h = hashlib.sha256()
+    for name in ("meta.csv", "test.csv", *(f"split{s}.csv" for s in SPLITS)):
+        h.update((Path(root) / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def write_cut(root: Path, dest: Path, clips_per_recording: int) -> Path:
+    """A smaller TAU22 folder at ``dest`` cut from the one at ``root``. Per scene it keeps two recordings
+    (a 10 s segment by one device) of split5.csv, one by device a and one by another training device, and
+    gives them to every split (the splits are nested, so each holds split5's); and two of test.csv, one by
+    device a and one by another device. The other devices rotate over the scenes, so every device occurs
+    (where the folder has it), and of each recording the first ``clips_per_recording`` 1 s clips are kept.
+    ``meta.csv`` lists only the kept clips, so the cut is a valid TAU22 folder of whole recordings, with a
+    validation recording per scene to hold out. The audio files are hard-linked (copied across file
+    systems). Written atomically; an existing ``dest`` is reused."""
+    root, dest = Path(root), Path(dest)
+    if (dest / "meta.csv").is_file():
+        return dest
+    meta = read_meta(root)
+
+    def pick(part: pd.DataFrame, others: tuple[str, ...]) -> set:
+        kept = set()
+        for s, scene in enumerate(SCENES):
+            recs = list(dict.fromkeys(zip(part.recording[part.scene == scene], part.device[part.scene == scene])))
+            other = [r for r in recs if r[1] == others[s % len(others)]] or [r for r in recs if r[1] != "a"]
+            kept.update([r for r in recs if r[1] == "a"][:1] + other[:1])
+        return kept
+
+    train = pick(read_split(root, 5, meta), DEVICES[1:6])
+    clips = {}
+    for split in (*SPLITS, "test"):
+        part = read_split(root, split, meta)
+        chosen = pick(part, DEVICES[1:]) if split == "test" else train
+        part = part[[r in chosen for r in zip(part.recording, part.device)]]
+        clips[split] = part.sort_values("subsegment", kind="stable").groupby(["recording", "device"]).head(
+            clips_per_recording).sort_index()
+    tmp = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "audio").mkdir(parents=True)
+    every = pd.concat(clips.values()).drop_duplicates("filename").sort_values("filename")
+    for filename in every.filename:
+        try:
+            os.link(root / filename, tmp / filename)
+        except OSError:
+            shutil.copy2(root / filename, tmp / filename)
+    _write(tmp / "meta.csv", META_HEADER, zip(every.filename, every.scene, every.identifier, every.device))
+    for split, part in clips.items():
+        _write(tmp / (f"split{split}.csv" if split != "test" else "test.csv"), SPLIT_HEADER,
+               zip(part.filename, part.scene))
+    os.replace(tmp, dest)
+    return dest
+
+
+def _write(path: Path, header: list[str], rows) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def check_audio(root: Path, meta: pd.DataFrame | None = None, sr: int = 44100) -> list[str]:
+    """Every clip of ``meta.csv`` whose file is missing or whose header is not what TAU22 promises (``sr``
+    Hz, mono, 1 s within 1 %, at least 16 bits), each naming the file: a check of the headers only, fast
+    enough for the 230,350 real clips (the samples are checked when the waveform cache reads them)."""
+    meta = read_meta(root) if meta is None else meta
+    problems = []
+    for path in meta.path:
+        try:
+            info = sf.info(path)
+        except (sf.SoundFileError, RuntimeError, OSError) as err:
+            problems.append(f"{path}: not a readable audio file ({err})")
+            continue
+        found = []
+        if info.samplerate != sr:
+            found.append(f"{info.samplerate} Hz")
+        if info.channels != 1:
+            found.append(f"{info.channels} channels")
+        if abs(info.frames - sr) > 0.01 * sr:
+            found.append(f"{info.frames} samples")
+        if info.subtype in ("PCM_U8", "PCM_S8"):
+            found.append(info.subtype)
+        if found:
+            problems.append(f"{path}: expected {sr} Hz, mono, 1 s ({sr} samples within 1 %), 16 bits or more; "
+                            f"found {', '.join(found)}")
+    return problems
+
+
 def is_tau_folder(root: Path) -> bool:
     """Whether ``root`` looks like a TAU22 folder (meta.csv, audio/, the split files)."""
     root = Path(root)
@@ -160,7 +253,8 @@ def split_summary(root: Path, meta: pd.DataFrame | None = None) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m asc_lib.data.tau ROOT``: check a TAU22-format folder; print its splits or every problem."""
+    """``python -m asc_lib.data.tau ROOT``: check a TAU22-format folder (its split files and every clip's
+    audio header); print its splits or every problem."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m asc_lib.data.tau", description=main.__doc__)
@@ -168,14 +262,15 @@ def main(argv: list[str] | None = None) -> int:
     root = parser.parse_args(argv).root
     try:
         meta = read_meta(root)
-        problems = check_dataset(root, meta)
+        problems = check_dataset(root, meta) + check_audio(root, meta)
     except DatasetFormatError as err:
         problems = [str(err)]
     if problems:
         print(f"{root}: {len(problems)} problem(s)\n" + "\n".join(f"- {p}" for p in problems))
         return 1
     print(split_summary(root, meta).to_string())
-    print(f"{root}: {len(meta):,} clips, splits nested, disjoint from test, whole recordings, every scene present")
+    print(f"{root}: {len(meta):,} clips, splits nested, disjoint from test, whole recordings, every scene present, "
+          "every clip 44.1 kHz mono 1 s")
     return 0
 
 

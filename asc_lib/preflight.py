@@ -1,0 +1,178 @@
+"""Checks before the hours start: what the teachers and students of a profile will need, checked and
+measured in a minute or two, so that a wrong file, a missing GPU or a full disk stops the run here
+and not after hours of training.
+
+    table = preflight.check(P, root=root, meta=meta, w16=w16, checkpoints=ckpts, device=dev)
+
+Each row is a check with its verdict (``ok``, ``FAIL``, or ``note``) and what was found. When any check
+fails, :func:`check` prints the table and raises :class:`PreflightError` naming the failures.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .data.dataset import rows
+from .data.tau import check_audio, read_split
+from .distill import STUDENTS
+from .features import beats_fbank, student_logmel
+from .models.beats import BEATsCheckpointError, load_beats_checkpoint
+from .models.tfsepnet import TFSepNet
+from .paths import artifacts_dir
+from .profiles import Profile
+from .teachers import STRATEGIES, make_teacher
+
+GB = 1e9
+
+
+class PreflightError(RuntimeError):
+    """A check before training failed (the message lists every failure)."""
+
+
+def step_seconds(model: torch.nn.Module, x: torch.Tensor, device, steps: int = 2) -> float:
+    """Seconds of one optimiser step (forward, backward, AdamW) of ``model`` on the batch ``x``: the median
+    of ``steps`` steps after a first one that warms the kernels up (and, on CUDA, under bf16 autocast as
+    the recipes train)."""
+    dev = torch.device(device)
+    model = model.to(dev).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-6)
+    y = torch.zeros(len(x), dtype=torch.long, device=dev)
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            loss = F.cross_entropy(model(x.to(dev)).float(), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[1:]))
+
+
+def forward_seconds(model: torch.nn.Module, x: torch.Tensor, device) -> float:
+    """Seconds per clip of ``model`` in eval mode on the batch ``x`` (after a warm-up pass)."""
+    dev = torch.device(device)
+    model = model.to(dev).eval()
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        model(x.to(dev))
+        t0 = time.perf_counter()
+        model(x.to(dev))
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+    return (time.perf_counter() - t0) / len(x)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def check(profile: Profile, *, root, meta: pd.DataFrame, w16, checkpoints: dict, device) -> pd.DataFrame:
+    """Check the dataset at ``root`` (audio of every clip), the BEATs ``checkpoints`` (strict load), the
+    ``device``, the free disk for caches and runs, and measure a training step of each model kind on the
+    first clips of the largest split to estimate the teachers' and students' time. Returns the table."""
+    found = []
+
+    def row(what, verdict, detail):
+        found.append({"check": what, "verdict": verdict, "found": detail})
+
+    # the dataset: split files were checked when it was opened; here every clip's audio header
+    problems = check_audio(root, meta)
+    size = sum(os.path.getsize(p) for p in meta.path)
+    row("dataset", "FAIL" if problems else "ok",
+        (f"{len(problems)} clip(s) with bad audio, e.g. {problems[0]}" if problems else
+         f"{len(meta):,} clips, {size / GB:.2f} GB, every file 44.1 kHz mono 1 s"))
+
+    # the checkpoints: strict load (the official ones were also checked against the released cfg)
+    params = {}
+    for key, path in checkpoints.items():
+        try:
+            model = load_beats_checkpoint(path)
+        except (BEATsCheckpointError, FileNotFoundError) as err:
+            row(f"checkpoint {key}", "FAIL", str(err))
+            continue
+        params[key] = sum(p.numel() for p in model.parameters())
+        row(f"checkpoint {key}", "ok", f"{path.name}: loads strictly, {model.cfg.encoder_layers} layers, "
+                                       f"{params[key] / 1e6:.1f} M parameters")
+
+    # the device
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+        bf16 = torch.cuda.is_bf16_supported()
+        memory = torch.cuda.get_device_properties(dev).total_memory / 2**30
+        row("device", "ok" if bf16 else "note", f"{name}, {memory:.0f} GiB, bf16 "
+                                               f"{'supported' if bf16 else 'NOT supported: the recipes train in fp32'}")
+    else:
+        row("device", "note", f"CPU, {torch.get_num_threads()} threads" + (
+            "" if profile.device == "cpu" else "; no CUDA device: these recipes are meant for a GPU"))
+
+    # time: one training step of each kind on the first clips of the largest split
+    split = max(profile.teachers.splits)
+    part = read_split(root, split, meta)
+    n_split = {s: len(read_split(root, s, meta)) for s in profile.teachers.splits}
+    n_test = int((meta.filename.isin(read_split(root, "test", meta).filename)).sum())
+    t = {}
+    if len(params) == len(checkpoints):
+        ft, fr = profile.teachers.finetune, profile.teachers.frozen
+        waves = torch.from_numpy(np.asarray(w16[rows(meta, part)[:max(ft.batch_size, fr.batch_size)]],
+                                            dtype=np.float32))
+        fb = beats_fbank(waves)
+        t["finetune"] = step_seconds(make_teacher("SSL", checkpoints, 0), fb[:ft.batch_size], dev)
+        t["frozen"] = step_seconds(make_teacher("SSL*", checkpoints, 0), fb[:fr.batch_size], dev)
+        t["forward"] = forward_seconds(make_teacher("SSL", checkpoints, 0), fb[:ft.batch_size], dev)
+    st = profile.student.recipe
+    noise = torch.randn(st.batch_size, 32000, generator=torch.Generator().manual_seed(0)) * 0.1  # 1 s at 32 kHz
+    t["student"] = step_seconds(TFSepNet(), student_logmel(noise, n_mels=profile.student.n_mels).unsqueeze(1), dev)
+
+    def steps(recipe, n):  # optimiser steps of a run on n clips (ci's fixed steps are at least that)
+        per_epoch = recipe.steps_per_epoch or math.ceil(n / recipe.batch_size)
+        return recipe.epochs * per_epoch
+
+    teach = stud = 0.0
+    if "forward" in t:
+        for s, n in n_split.items():
+            n_train = round(n * (1 - profile.teachers.val_fraction))
+            for k in STRATEGIES:
+                recipe = profile.teachers.frozen if k == "SSL*" else profile.teachers.finetune
+                teach += steps(recipe, n_train) * t["frozen" if k == "SSL*" else "finetune"]
+                scored = recipe.epochs * (n - n_train + profile.teachers.test_monitor * n_test) + n_test + n
+                teach += scored * t["forward"]
+        row("time: teachers", "note", f"{len(n_split) * len(STRATEGIES)} runs, about {_duration(teach)} "
+                                      f"(a step: {t['finetune']:.2f} s fine-tuning, {t['frozen']:.2f} s frozen, "
+                                      f"{1000 * t['forward']:.1f} ms a clip scored)")
+    for s, n in n_split.items():
+        stud += len(STUDENTS) * steps(st, round(n * (1 - profile.student.val_fraction))) * t["student"]
+    row("time: students", "note", f"{len(n_split) * len(STUDENTS)} runs, about {_duration(stud)} "
+                                  f"(a step of {st.batch_size}: {t['student']:.3f} s)")
+
+    # disk: the waveform caches (16 and 32 kHz float32), the teacher runs' model.pt, and the resume state of
+    # the run in progress (last.pt: weights, best weights, Adam's two moments; deleted when a run completes)
+    folder = artifacts_dir(profile.name)
+    caches = len(meta) * (16000 + 32000) * 4
+    encoder = max(params.values(), default=0) * 4
+    runs = (len(n_split) * len(STRATEGIES) + 4) * encoder
+    need, free = caches + runs, shutil.disk_usage(folder).free
+    row("disk", "ok" if free > need else "FAIL",
+        f"{need / GB:.1f} GB needed at most ({caches / GB:.1f} GB waveform caches, {runs / GB:.1f} GB teacher runs), "
+        f"{free / GB:.1f} GB free in {folder}")
+
+    table = pd.DataFrame(found).set_index("check")
+    failed = table[table.verdict == "FAIL"]
+    if len(failed):
+        print(table.to_string())
+        raise PreflightError(f"{len(failed)} check(s) failed before training: "
+                             + "; ".join(f"{k}: {v}" for k, v in failed.found.items()))
+    table.attrs["seconds"] = {"teachers": teach, "students": stud}
+    return table
+
