@@ -28,7 +28,8 @@ from .models.beats import BEATsCheckpointError, load_beats_checkpoint
 from .models.tfsepnet import TFSepNet
 from .paths import artifacts_dir
 from .profiles import Profile
-from .teachers import STRATEGIES, make_teacher
+from .teachers import STRATEGIES, make_teacher, recipe_of
+from .train import with_passes
 
 GB = 1e9
 
@@ -77,6 +78,28 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
+def estimate(profile: Profile, sizes: dict, n_test: int, t: dict) -> dict:
+    """Seconds of every teacher and student run of ``profile`` (``{"teachers": s, "students": s}``) on
+    splits of ``sizes`` clips (``{split: n}``) and a test split of ``n_test``, from measured seconds ``t``:
+    ``"finetune"`` and ``"frozen"`` (a teacher's optimiser step), ``"forward"`` (a clip scored by a teacher;
+    without it the teachers count 0), ``"student"`` (a student's step). Training steps, the validation
+    and monitored test clips scored after every epoch, the selected weights' test and split logits."""
+    T, S = profile.teachers, profile.student
+    teach = stud = 0.0
+    for n in sizes.values():
+        n_train = round(n * (1 - T.val_fraction))
+        for k in STRATEGIES:
+            recipe = recipe_of(k, T, n_train)
+            per_epoch = recipe.steps_per_epoch or math.ceil(n_train / recipe.batch_size)
+            scored = recipe.epochs * (n - n_train + T.test_monitor * n_test) + n_test + n
+            if "forward" in t:
+                teach += recipe.epochs * per_epoch * t["frozen" if k == "SSL*" else "finetune"] + scored * t["forward"]
+        recipe = with_passes(S.recipe, round(n * (1 - S.val_fraction)), S.min_passes)
+        per_epoch = recipe.steps_per_epoch or math.ceil(n * (1 - S.val_fraction) / recipe.batch_size)
+        stud += len(STUDENTS) * recipe.epochs * per_epoch * t["student"]
+    return {"teachers": teach, "students": stud}
+
+
 def check(profile: Profile, *, root, meta: pd.DataFrame, w16, checkpoints: dict, device) -> pd.DataFrame:
     """Check the dataset at ``root`` (audio of every clip), the BEATs ``checkpoints`` (strict load), the
     ``device``, the free disk for caches and runs, and measure a training step of each model kind on the
@@ -118,10 +141,8 @@ def check(profile: Profile, *, root, meta: pd.DataFrame, w16, checkpoints: dict,
             "" if profile.device == "cpu" else "; no CUDA device: these recipes are meant for a GPU"))
 
     # time: one training step of each kind on the first clips of the largest split
-    split = max(profile.teachers.splits)
-    part = read_split(root, split, meta)
-    n_split = {s: len(read_split(root, s, meta)) for s in profile.teachers.splits}
-    n_test = int((meta.filename.isin(read_split(root, "test", meta).filename)).sum())
+    part = read_split(root, max(profile.teachers.splits), meta)
+    sizes = {s: len(read_split(root, s, meta)) for s in profile.teachers.splits}
     t = {}
     if len(params) == len(checkpoints):
         ft, fr = profile.teachers.finetune, profile.teachers.frozen
@@ -134,26 +155,12 @@ def check(profile: Profile, *, root, meta: pd.DataFrame, w16, checkpoints: dict,
     st = profile.student.recipe
     noise = torch.randn(st.batch_size, 32000, generator=torch.Generator().manual_seed(0)) * 0.1  # 1 s at 32 kHz
     t["student"] = step_seconds(TFSepNet(), student_logmel(noise, n_mels=profile.student.n_mels).unsqueeze(1), dev)
-
-    def steps(recipe, n):  # optimiser steps of a run on n clips (ci's fixed steps are at least that)
-        per_epoch = recipe.steps_per_epoch or math.ceil(n / recipe.batch_size)
-        return recipe.epochs * per_epoch
-
-    teach = stud = 0.0
+    seconds = estimate(profile, sizes, len(read_split(root, "test", meta)), t)
     if "forward" in t:
-        for s, n in n_split.items():
-            n_train = round(n * (1 - profile.teachers.val_fraction))
-            for k in STRATEGIES:
-                recipe = profile.teachers.frozen if k == "SSL*" else profile.teachers.finetune
-                teach += steps(recipe, n_train) * t["frozen" if k == "SSL*" else "finetune"]
-                scored = recipe.epochs * (n - n_train + profile.teachers.test_monitor * n_test) + n_test + n
-                teach += scored * t["forward"]
-        row("time: teachers", "note", f"{len(n_split) * len(STRATEGIES)} runs, about {_duration(teach)} "
+        row("time: teachers", "note", f"{len(sizes) * len(STRATEGIES)} runs, about {_duration(seconds['teachers'])} "
                                       f"(a step: {t['finetune']:.2f} s fine-tuning, {t['frozen']:.2f} s frozen, "
                                       f"{1000 * t['forward']:.1f} ms a clip scored)")
-    for s, n in n_split.items():
-        stud += len(STUDENTS) * steps(st, round(n * (1 - profile.student.val_fraction))) * t["student"]
-    row("time: students", "note", f"{len(n_split) * len(STUDENTS)} runs, about {_duration(stud)} "
+    row("time: students", "note", f"{len(sizes) * len(STUDENTS)} runs, about {_duration(seconds['students'])} "
                                   f"(a step of {st.batch_size}: {t['student']:.3f} s)")
 
     # disk: the waveform caches (16 and 32 kHz float32), the teacher runs' model.pt, and the resume state of
@@ -161,7 +168,7 @@ def check(profile: Profile, *, root, meta: pd.DataFrame, w16, checkpoints: dict,
     folder = artifacts_dir(profile.name)
     caches = len(meta) * (16000 + 32000) * 4
     encoder = max(params.values(), default=0) * 4
-    runs = (len(n_split) * len(STRATEGIES) + 4) * encoder
+    runs = (len(sizes) * len(STRATEGIES) + 4) * encoder
     need, free = caches + runs, shutil.disk_usage(folder).free
     row("disk", "ok" if free > need else "FAIL",
         f"{need / GB:.1f} GB needed at most ({caches / GB:.1f} GB waveform caches, {runs / GB:.1f} GB teacher runs), "
@@ -173,6 +180,6 @@ def check(profile: Profile, *, root, meta: pd.DataFrame, w16, checkpoints: dict,
         print(table.to_string())
         raise PreflightError(f"{len(failed)} check(s) failed before training: "
                              + "; ".join(f"{k}: {v}" for k, v in failed.found.items()))
-    table.attrs["seconds"] = {"teachers": teach, "students": stud}
+    table.attrs["seconds"] = seconds
     return table
 

@@ -162,20 +162,22 @@ PROFILES = {
 def smoke(profile: Profile) -> Profile:
     """``profile`` with only its amounts cut, so that every chapter runs its code path (the same models,
     input sizes, optimisers, schedules, augmentations, selection, logits, ensembles, distillation, INT8 and
-    tables) in minutes on a CPU: two epochs of two batches, a few clips per split (:class:`DataCut`), the
-    smallest synthetic twin for the tour and the pre-training pool. The one place these amounts live."""
+    tables) in minutes on a CPU: two epochs of two batches, the smallest and the largest split, a few clips
+    per split (:class:`DataCut`), the smallest synthetic twin for the tour and the pre-training pool. The
+    one place these amounts live."""
     def short(recipe: Recipe, batch_size: int) -> Recipe:  # two epochs of two batches; both phases of the schedule
         cut = {"warmup_linear": {"warmup_epochs": 1}, "cosine_restarts": {"restart_epochs": 1}}
         return replace(recipe, epochs=2, steps_per_epoch=2, batch_size=batch_size, **cut.get(recipe.schedule, {}))
 
+    ends = (profile.teachers.splits[0], profile.teachers.splits[-1])  # the smallest and the largest split
     return replace(
         profile, name=f"{profile.name}-smoke", cut=DataCut(),
         tour=replace(profile.tour, clips_per_scene=2 * len(profile.tour.devices), epochs=2, batch_size=16),
         data=replace(profile.data, twin_size="tiny", check_epochs=2, check_min_steps=2, check_batch_size=8),
         beats=replace(profile.beats, pretrain_epochs=2, pretrain_batch_size=8, sl_epochs=1, probe_steps=5),
-        teachers=replace(profile.teachers, frozen=short(profile.teachers.frozen, 4),
+        teachers=replace(profile.teachers, splits=ends, frozen=short(profile.teachers.frozen, 4),
                          finetune=short(profile.teachers.finetune, 4)),
-        student=replace(profile.student, recipe=short(profile.student.recipe, 8), calibration_clips=16))
+        student=replace(profile.student, splits=ends, recipe=short(profile.student.recipe, 8), calibration_clips=16))
 
 
 PROFILES["full-smoke"] = smoke(PROFILES["full"])

@@ -20,7 +20,7 @@ from asc_lib.smoke import LINES, make_tau22_fixture
 from test_teachers import TINY_BEATS
 
 # the settings a smoke run may change: how much, never what (models, inputs, optimisers, schedules, augmentations)
-AMOUNTS = {"name", "cut", "epochs", "steps_per_epoch", "batch_size", "warmup_epochs", "restart_epochs",
+AMOUNTS = {"name", "cut", "splits", "epochs", "steps_per_epoch", "batch_size", "warmup_epochs", "restart_epochs",
            "clips_per_scene", "twin_size", "check_epochs", "check_min_steps", "check_batch_size",
            "pretrain_epochs", "pretrain_batch_size", "sl_epochs", "probe_steps", "calibration_clips"}
 
@@ -34,7 +34,7 @@ def test_smoke_profile_cuts_only_amounts():
     full, smoke = profiles.get_profile("full"), profiles.get_profile("full-smoke")
     changed = {name.rsplit(".", 1)[-1] for name, _, _ in profiles.differences(full, smoke)}
     assert changed <= AMOUNTS, changed - AMOUNTS
-    assert smoke.student.n_mels == 512 and smoke.teachers.splits == full.teachers.splits
+    assert smoke.student.n_mels == 512 and smoke.teachers.splits == smoke.student.splits == (5, 100)
     for a, b in ((full.teachers.finetune, smoke.teachers.finetune), (full.student.recipe, smoke.student.recipe)):
         assert (a.optimizer, a.lr, a.schedule, a.betas) == (b.optimizer, b.lr, b.schedule, b.betas)
         assert b.epochs == 2 and b.steps_per_epoch == 2
