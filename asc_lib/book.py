@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m asc_lib.book", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="execute the chapters into book/")
-    p_run.add_argument("--profile", choices=sorted(PROFILES), default="ci")
+    p_run.add_argument("--profile", choices=sorted(p for p in PROFILES if PROFILES[p].cut is None), default="ci")
     p_run.add_argument("--only", nargs="+", action="extend", metavar="CHAPTER",
                        help="chapter names (e.g. quick_tour); repeatable")
     p_run.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),

@@ -150,3 +150,6 @@ def test_runner_smoke_runs_only_a_profile_with_a_smoke_version_outside_the_check
     with pytest.raises(SystemExit):
         book.main(["run", "--profile", "full", "--smoke", "--into", str(Path(book.__file__).parent)])
     assert "choose a folder outside the checkout" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a smoke profile by name would write into book/
+        book.main(["run", "--profile", "full-smoke"])
+    assert "invalid choice: 'full-smoke'" in capsys.readouterr().err
