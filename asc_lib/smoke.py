@@ -26,7 +26,7 @@ import torch
 
 from .checkpoints import OFFICIAL
 from .data.synthetic import scene_clip
-from .data.tau import META_HEADER, NAME, _write
+from .data.tau import META_HEADER, NAME, write_tsv
 from .models.beats import BEATs, released_config
 
 LINES = Path(__file__).resolve().parent.parent / "tests" / "data" / "tau22"
@@ -53,7 +53,7 @@ def make_tau22_fixture(dest: Path, lines: Path = LINES) -> Path:
         seed = int.from_bytes(hashlib.sha256(filename.encode()).digest()[:4], "little")
         sf.write(tmp / filename, scene_clip(scene, m["device"], seed, sr=44100), 44100, subtype="PCM_24")
         meta.append((filename, scene, f"{m['city']}-{m['location']}", m["device"]))
-    _write(tmp / "meta.csv", META_HEADER, meta)
+    write_tsv(tmp / "meta.csv", META_HEADER, meta)
     for name in SPLIT_FILES:
         shutil.copyfile(Path(lines) / name, tmp / name)
     os.replace(tmp, dest)

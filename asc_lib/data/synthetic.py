@@ -10,7 +10,6 @@ of the seed: the same seed writes byte-identical files.
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import math
@@ -26,6 +25,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from . import CITIES, DEVICES, SCENES
+from .tau import write_tsv
 
 TWIN_VERSION = 3  # bump when the generator's output changes: cached twins are then rebuilt
 
@@ -368,13 +368,6 @@ def _split_rows(plan: list[dict], seed: int) -> dict:
     return splits
 
 
-def _write_tsv(path: Path, header: list[str], rows) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f, delimiter="\t", lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
-
-
 def make_synthetic_tau(root: Path, size: str = "ci", seed: int = 0, workers: int = 2, progress: bool = True) -> Path:
     """Write the twin of TAU22 at ``root`` (44.1 kHz 24-bit WAVs, meta.csv, split*.csv, test.csv) and
     its unlabeled pool at ``root/pool``; returns ``root``.
@@ -401,11 +394,11 @@ def make_synthetic_tau(root: Path, size: str = "ci", seed: int = 0, workers: int
         results = list(tqdm(pool.map(_write_recording, jobs, chunksize=4), total=len(jobs),
                             desc="twin recordings", unit="rec", disable=not progress))
     meta = sorted(row for rows in results for row in rows)
-    _write_tsv(tmp / "meta.csv", ["filename", "scene_label", "identifier", "source_label"], meta)
+    write_tsv(tmp / "meta.csv", ["filename", "scene_label", "identifier", "source_label"], meta)
     clips_of = {id(rec): [(row[0], row[1]) for row in rows] for rec, rows in zip(plan, results)}
     for name, recs in _split_rows(plan, seed).items():
         file = f"split{name}.csv" if name != "test" else "test.csv"
-        _write_tsv(tmp / file, ["filename", "scene_label"], sorted(c for r in recs for c in clips_of[id(r)]))
+        write_tsv(tmp / file, ["filename", "scene_label"], sorted(c for r in recs for c in clips_of[id(r)]))
     make_sound_pool(tmp / "pool", TWIN_SIZES[size].pool_clips, seed)
     (tmp / "twin.json").write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, root)
@@ -435,5 +428,5 @@ def make_sound_pool(root: Path, n_clips: int, seed: int, sr: int = 16000) -> Pat
         name = f"audio/pool-{i:05d}.wav"
         sf.write(root / name, np.clip(x, -1, 1).astype(np.float32), sr, subtype="PCM_16")
         rows.append((name, ",".join(names[j] for j in chosen)))
-    _write_tsv(root / "tags.csv", ["filename", "tags"], rows)
+    write_tsv(root / "tags.csv", ["filename", "tags"], rows)
     return root

@@ -187,15 +187,16 @@ def write_cut(root: Path, dest: Path, clips_per_recording: int) -> Path:
             os.link(root / filename, tmp / filename)
         except OSError:
             shutil.copy2(root / filename, tmp / filename)
-    _write(tmp / "meta.csv", META_HEADER, zip(every.filename, every.scene, every.identifier, every.device))
+    write_tsv(tmp / "meta.csv", META_HEADER, zip(every.filename, every.scene, every.identifier, every.device))
     for split, part in clips.items():
-        _write(tmp / (f"split{split}.csv" if split != "test" else "test.csv"), SPLIT_HEADER,
+        write_tsv(tmp / (f"split{split}.csv" if split != "test" else "test.csv"), SPLIT_HEADER,
                zip(part.filename, part.scene))
     os.replace(tmp, dest)
     return dest
 
 
-def _write(path: Path, header: list[str], rows) -> None:
+def write_tsv(path: Path, header: list[str], rows) -> None:
+    """A tab-separated file with ``header`` and ``rows``, as the dataset's files are."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(header)
