@@ -95,6 +95,10 @@ class DataCut:
 
     clips_per_recording: int = 1
 
+    def __str__(self) -> str:
+        return (f"the data: per scene 2 recordings of the splits and 2 of test (device a and another), "
+                f"{self.clips_per_recording} clip(s) of each")
+
 
 @dataclass(frozen=True)
 class Profile:
