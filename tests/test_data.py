@@ -132,6 +132,10 @@ def test_meta_problems_name_file_and_line(copy):
     (copy / "meta.csv").write_text("\n".join([lines[0], f"{name}\t{scene}\t{ident}\tb"]) + "\n")
     with pytest.raises(DatasetFormatError, match="disagree with the file name"):
         read_meta(copy)
+    latin1 = "\n".join([lines[0], lines[1], lines[2].replace("\ta", "\t\u00e4")]) + "\n"
+    (copy / "meta.csv").write_bytes(latin1.encode("latin-1"))  # a byte that is not UTF-8, on line 3
+    with pytest.raises(DatasetFormatError, match=r"meta\.csv, line 3: byte 0xe4 is not UTF-8 text"):
+        read_meta(copy)
     (copy / "meta.csv").unlink()
     with pytest.raises(DatasetFormatError, match=r"meta\.csv: file not found"):
         read_meta(copy)

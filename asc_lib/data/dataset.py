@@ -3,7 +3,6 @@ waveforms at the teachers' and the student's sample rates (decoded once, cached)
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from ..profiles import Profile
 from . import DEVICES, SCENES
 from .cache import waveform_cache
 from .synthetic import make_synthetic_tau
-from .tau import DatasetFormatError, check_dataset, data_id, is_tau_folder, write_cut
+from .tau import DatasetFormatError, check_dataset, data_id, is_tau_folder, read_tsv_rows, write_cut
 
 
 def prepare(data_root: str, profile: Profile, seed: int = 0) -> Path:
@@ -78,8 +77,7 @@ def read_pool(pool_root) -> tuple[list[Path], list[str], torch.Tensor]:
     (absolute file paths, sorted tag names seen, multi-hot targets (N, K) float32)."""
     pool_root = Path(pool_root)
     path = pool_root / "tags.csv"
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t"))
+    rows = read_tsv_rows(path)
     if not rows or rows[0] != ["filename", "tags"]:
         raise DatasetFormatError(f"{path}: expected a tab-separated header 'filename<TAB>tags', "
                          f"got {rows[0] if rows else 'an empty file'}")

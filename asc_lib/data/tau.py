@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -33,12 +34,24 @@ class DatasetFormatError(ValueError):
     """A file of the dataset is not in the TAU22 format."""
 
 
+def read_tsv_rows(path: Path) -> list[list[str]]:
+    """The rows of the tab-separated UTF-8 file ``path``; a byte that is not UTF-8 is an error naming the
+    file and the line."""
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise DatasetFormatError(f"{path}, line {line}: byte {raw[err.start]:#04x} "
+                                 "is not UTF-8 text (expected a tab-separated UTF-8 file)") from None
+    return list(csv.reader(io.StringIO(text, newline=""), delimiter="\t"))
+
+
 def _read_tsv(path: Path, header: list[str]) -> list[list[str]]:
     if not path.is_file():
         raise DatasetFormatError(f"{path}: file not found (expected a tab-separated file with header "
                                  f"{' '.join(header)})")
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t"))
+    rows = read_tsv_rows(path)
     if not rows or rows[0] != header:
         found = " | ".join(rows[0]) if rows else "an empty file"
         raise DatasetFormatError(f"{path}: expected the tab-separated header {' | '.join(header)}, found {found}")
