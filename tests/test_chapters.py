@@ -114,3 +114,13 @@ def test_code_fits_the_column_and_parses(path):
         ast.parse(cell.source)
         long = [line for line in cell.source.splitlines() if len(line) > 100]
         assert not long, f"{path.name}: code lines over 100 characters overflow the book's code column: {long}"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "book").glob("[0-9]*.ipynb")), ids=lambda p: p.stem)
+def test_long_logs_scroll(path):
+    """A cell that prints more than 20 lines (an epoch log) shows them in a scroll box, not down the page."""
+    for cell in _read(path).cells:
+        lines = sum(o.get("text", "").count("\n") for o in cell.get("outputs", []) if o.get("name") == "stdout")
+        if lines > 20:
+            assert "scroll-output" in cell.metadata.get("tags", []), \
+                f"{path.name}: a cell prints {lines} lines without the scroll-output tag: {cell.source[:60]!r}"
