@@ -173,9 +173,16 @@ def run_all(splits, *, meta: pd.DataFrame, root: Path, test_part: pd.DataFrame, 
 
 
 def load_student(manifest: dict) -> TFSepNet:
-    """The trained student of a run, from its folder."""
+    """The trained student of a run, from its folder; a damaged ``model.pt`` is an error naming it and the
+    way out."""
+    folder = Path(manifest["folder"])
     model = TFSepNet()
-    model.load_state_dict(torch.load(Path(manifest["folder"]) / "model.pt", weights_only=True)["state_dict"])
+    try:
+        model.load_state_dict(torch.load(folder / "model.pt", weights_only=True)["state_dict"])
+    except Exception as err:  # missing, truncated, not a torch file, other weights
+        raise RuntimeError(f"{folder / 'model.pt'}: cannot load this student ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'}); delete {folder} "
+                           "to train it again") from err
     return model.eval()
 
 

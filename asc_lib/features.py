@@ -60,12 +60,16 @@ def beats_fbank(wave: torch.Tensor, sr: int = 16000) -> torch.Tensor:
 def student_logmel_all(waves, n_mels: int = 256, batch: int = 256, dtype=torch.float16,
                        progress: bool = True) -> torch.Tensor:
     """Log-mels (N, 1, n_mels, frames) of 32 kHz ``waves`` (N, T), computed in batches, stored in
-    ``dtype`` (float16 halves the memory; training casts batches back to float32)."""
-    out = []
+    ``dtype`` (float16 halves the memory; training casts batches back to float32) in one tensor filled
+    batch by batch, so the peak is the result itself (TAU22 at 256 mels: 7.7 GB)."""
+    out = None
     for i in tqdm(range(0, len(waves), batch), desc="log-mel", unit="batch", disable=not progress):
         chunk = torch.from_numpy(np.array(waves[i:i + batch], dtype=np.float32))
-        out.append(student_logmel(chunk, n_mels=n_mels).unsqueeze(1).to(dtype))
-    return torch.cat(out)
+        x = student_logmel(chunk, n_mels=n_mels).unsqueeze(1).to(dtype)
+        if out is None:
+            out = torch.empty((len(waves), *x.shape[1:]), dtype=dtype)
+        out[i:i + len(x)] = x
+    return out
 
 
 class BeatsFbank(nn.Module):

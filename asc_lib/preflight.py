@@ -111,7 +111,7 @@ def check(profile: Profile, *, root, meta: pd.DataFrame, w16, checkpoints: dict,
 
     # the dataset: split files were checked when it was opened; here every clip's audio header
     problems = check_audio(root, meta)
-    size = sum(os.path.getsize(p) for p in meta.path)
+    size = sum(os.path.getsize(p) for p in meta.path if os.path.isfile(p))
     row("dataset", "FAIL" if problems else "ok",
         (f"{len(problems)} clip(s) with bad audio, e.g. {problems[0]}" if problems else
          f"{len(meta):,} clips, {size / GB:.2f} GB, every file 44.1 kHz mono 1 s"))
@@ -156,10 +156,12 @@ def check(profile: Profile, *, root, meta: pd.DataFrame, w16, checkpoints: dict,
     noise = torch.randn(st.batch_size, 32000, generator=torch.Generator().manual_seed(0)) * 0.1  # 1 s at 32 kHz
     t["student"] = step_seconds(TFSepNet(), student_logmel(noise, n_mels=profile.student.n_mels).unsqueeze(1), dev)
     seconds = estimate(profile, sizes, len(read_split(root, "test", meta)), t)
+    peak = (f"; peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.1f} GiB"
+            if dev.type == "cuda" else "")
     if "forward" in t:
         row("time: teachers", "note", f"{len(sizes) * len(STRATEGIES)} runs, about {_duration(seconds['teachers'])} "
                                       f"(a step: {t['finetune']:.2f} s fine-tuning, {t['frozen']:.2f} s frozen, "
-                                      f"{1000 * t['forward']:.1f} ms a clip scored)")
+                                      f"{1000 * t['forward']:.1f} ms a clip scored{peak})")
     row("time: students", "note", f"{len(sizes) * len(STUDENTS)} runs, about {_duration(seconds['students'])} "
                                   f"(a step of {st.batch_size}: {t['student']:.3f} s)")
 

@@ -114,3 +114,9 @@ def test_a_resumed_student_publishes_what_an_uninterrupted_one_does(setup, monke
 
     assert_same_publication(whole, resumed, ("test_logits.npy",))
     assert len(whole["history"]) == 3
+
+
+def test_a_damaged_student_is_a_clear_error(tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(RuntimeError, match=r"model\.pt: cannot load this student .*; delete .* to train it again"):
+        distill.load_student({"folder": str(tmp_path)})

@@ -8,7 +8,7 @@ import torch
 from asc_lib import complexity, metrics, profiles
 from asc_lib.data import DEVICES, SCENES
 from asc_lib.data.synthetic import device_response, scene_clip, tour_clips
-from asc_lib.features import StudentLogMel, beats_fbank, student_logmel
+from asc_lib.features import StudentLogMel, beats_fbank, student_logmel, student_logmel_all
 from asc_lib.models.tiny import TinyCNN
 from asc_lib.repro import resolve_device, seed_everything
 from asc_lib.train import fit, predict
@@ -313,3 +313,11 @@ def test_compare_flags_numbers_beyond_the_seed_spread_and_changed_verdicts(tmp_p
     assert book.compare(tmp_path, str(tmp_path / "published")) == 0
     with pytest.raises(SystemExit, match="git revision"):
         book.compare(tmp_path, "no-such-revision")
+
+
+def test_student_logmel_all_fills_one_tensor_batch_by_batch():
+    waves = torch.randn(7, 32000, generator=torch.Generator().manual_seed(0)).numpy() * 0.1
+    got = student_logmel_all(waves, n_mels=32, batch=3, progress=False)  # 7 clips: batches of 3, 3, 1
+    want = torch.cat([student_logmel(torch.from_numpy(waves[i:i + 3]), n_mels=32).unsqueeze(1).half()
+                      for i in range(0, 7, 3)])
+    assert got.dtype == torch.float16 and got.shape == (7, 1, 32, 64) and torch.equal(got, want)
