@@ -19,6 +19,7 @@ import ast
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -209,9 +210,10 @@ def run(root: Path, profile: str, only: list[str] | None, overrides: dict, into:
     print(f"{'total':<{width}}          {sum(r[2] for r in rows):7.1f} s")
     if PROFILES[profile].cut is not None:
         base = profile.removesuffix("-smoke")
-        print(f"\n{profile} ran the code path of {base} with these amounts cut (profile {base} -> {profile}):")
-        for name, was, now in differences(PROFILES[base], PROFILES[profile])[1:]:
-            print(f"  {name}: {was} -> {now}")
+        print(f"\n{profile}: the code path of {base} with these amounts cut ({base} -> {profile}):")
+        for name, was, now in differences(PROFILES[base], PROFILES[profile]):
+            if name != "name":
+                print(f"  {name}: {was} -> {now}")
         print(f"executed chapters, results and artifacts: {target}")
     return status
 
@@ -293,9 +295,17 @@ def main(argv: list[str] | None = None) -> int:
             profile, into = f"{profile}-smoke", (into or SMOKE_INTO).resolve()
             if profile not in PROFILES:
                 parser.error(f"--smoke: profile {args.profile!r} has no smoke version (full has)")
+            given = {k for k, _ in args.p}
+            if not {"data_root", "beats_dir"} <= given:
+                parser.error("--smoke proves the full path on a TAU22 folder and the official BEATs checkpoints: pass "
+                             "-p data_root DIR -p beats_dir DIR (test-made ones: python -m asc_lib.smoke fixtures "
+                             "DIR, or python3 tasks.py smoke)")
             if into.is_relative_to(root):
                 parser.error(f"--smoke --into {into}: choose a folder outside the checkout, whose book/results "
                              "the smoke run's tables would overwrite")
+            # its own artifacts, emptied: a smoke run trains everything again, whatever ran before
+            os.environ["ASC_ARTIFACTS"] = str(into / "artifacts")
+            shutil.rmtree(into / "artifacts" / profile, ignore_errors=True)
         return run(root, profile, args.only, {k: parse_value(v) for k, v in args.p}, into)
     if args.command == "compare":
         return compare(root, args.published)

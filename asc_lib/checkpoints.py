@@ -50,12 +50,16 @@ def official(folder, profile: Profile) -> dict:
     paths = {}
     for key, name in OFFICIAL.items():
         path = Path(folder) / name
-        if profile.cut is None or not path.is_file():
+        if profile.cut is not None and not path.is_file():
+            raise FileNotFoundError(f"{path} not found: the smoke run takes the official files, or official-format "
+                                    "ones made by python -m asc_lib.smoke fixtures DIR (then beats_dir DIR/beats)")
+        if profile.cut is None:
             path = fetch_beats_checkpoint(name, folder)  # a clear error when missing or not the official file
         cfg = load_beats_checkpoint(path).cfg
         want = released_config(finetuned=key == "SSL+SL")
-        wrong = [f"{k}={getattr(cfg, k)!r} (released: {getattr(want, k)!r})" for k in ARCHITECTURE
-                 + (("predictor_class",) if want.finetuned_model else ()) if getattr(cfg, k) != getattr(want, k)]
+        keys = ARCHITECTURE + (("predictor_class",) if want.finetuned_model else ())
+        wrong = [f"{k}={getattr(cfg, k)!r} (released: {getattr(want, k)!r})" for k in keys
+                 if getattr(cfg, k) != getattr(want, k)]
         if wrong:
             raise BEATsCheckpointError(f"{path}: not the released {name} architecture: {', '.join(wrong)}")
         paths[key] = path

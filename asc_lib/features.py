@@ -62,6 +62,8 @@ def student_logmel_all(waves, n_mels: int = 256, batch: int = 256, dtype=torch.f
     """Log-mels (N, 1, n_mels, frames) of 32 kHz ``waves`` (N, T), computed in batches, stored in
     ``dtype`` (float16 halves the memory; training casts batches back to float32) in one tensor filled
     batch by batch, so the peak is the result itself (TAU22 at 256 mels: 7.7 GB)."""
+    if len(waves) == 0:
+        raise ValueError("student_logmel_all: no clips")
     out = None
     for i in tqdm(range(0, len(waves), batch), desc="log-mel", unit="batch", disable=not progress):
         chunk = torch.from_numpy(np.array(waves[i:i + batch], dtype=np.float32))

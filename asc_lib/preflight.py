@@ -50,7 +50,7 @@ def step_seconds(model: torch.nn.Module, x: torch.Tensor, device, steps: int = 2
     times = []
     for _ in range(steps + 1):
         t0 = time.perf_counter()
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=_bf16(dev)):
             loss = F.cross_entropy(model(x.to(dev)).float(), y)
         loss.backward()
         opt.step()
@@ -65,8 +65,10 @@ def forward_seconds(model: torch.nn.Module, x: torch.Tensor, device) -> float:
     """Seconds per clip of ``model`` in eval mode on the batch ``x`` (after a warm-up pass)."""
     dev = torch.device(device)
     model = model.to(dev).eval()
-    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=_bf16(dev)):
         model(x.to(dev))
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
         t0 = time.perf_counter()
         model(x.to(dev))
         if dev.type == "cuda":
@@ -74,16 +76,22 @@ def forward_seconds(model: torch.nn.Module, x: torch.Tensor, device) -> float:
     return (time.perf_counter() - t0) / len(x)
 
 
+def _bf16(dev: torch.device) -> bool:
+    """Whether training autocasts to bf16 here (as :func:`asc_lib.train.train` does)."""
+    return dev.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
-def estimate(profile: Profile, sizes: dict, n_test: int, t: dict) -> dict:
+def estimate(profile: Profile, sizes: dict, n_test: int, t: dict, student_sizes: dict | None = None) -> dict:
     """Seconds of every teacher and student run of ``profile`` (``{"teachers": s, "students": s}``) on
-    splits of ``sizes`` clips (``{split: n}``) and a test split of ``n_test``, from measured seconds ``t``:
-    ``"finetune"`` and ``"frozen"`` (a teacher's optimiser step), ``"forward"`` (a clip scored by a teacher;
-    without it the teachers count 0), ``"student"`` (a student's step). Training steps, the validation
-    and monitored test clips scored after every epoch, the selected weights' test and split logits."""
+    splits of ``sizes`` clips (``{split: n}``; the students': ``student_sizes``, default the same) and a
+    test split of ``n_test``, from measured seconds ``t``: ``"finetune"`` and ``"frozen"`` (a teacher's
+    optimiser step), ``"forward"`` (a clip scored by a teacher), ``"student"`` (a student's step); a
+    missing one counts 0. Training steps, the validation and monitored test clips scored after every
+    epoch, the selected weights' test and split logits."""
     T, S = profile.teachers, profile.student
     teach = stud = 0.0
     for n in sizes.values():
@@ -94,9 +102,10 @@ def estimate(profile: Profile, sizes: dict, n_test: int, t: dict) -> dict:
             scored = recipe.epochs * (n - n_train + T.test_monitor * n_test) + n_test + n
             if "forward" in t:
                 teach += recipe.epochs * per_epoch * t["frozen" if k == "SSL*" else "finetune"] + scored * t["forward"]
+    for n in (sizes if student_sizes is None else student_sizes).values():
         recipe = with_passes(S.recipe, round(n * (1 - S.val_fraction)), S.min_passes)
         per_epoch = recipe.steps_per_epoch or math.ceil(n * (1 - S.val_fraction) / recipe.batch_size)
-        stud += len(STUDENTS) * recipe.epochs * per_epoch * t["student"]
+        stud += len(STUDENTS) * recipe.epochs * per_epoch * t.get("student", 0.0)
     return {"teachers": teach, "students": stud}
 
 
@@ -113,7 +122,8 @@ def check(profile: Profile, *, root, meta: pd.DataFrame, w16, checkpoints: dict,
     problems = check_audio(root, meta)
     size = sum(os.path.getsize(p) for p in meta.path if os.path.isfile(p))
     row("dataset", "FAIL" if problems else "ok",
-        (f"{len(problems)} clip(s) with bad audio, e.g. {problems[0]}" if problems else
+        (f"{len(problems)} clip(s) with bad audio (all: python -m asc_lib.data.tau {root}), e.g. {problems[0]}"
+         if problems else
          f"{len(meta):,} clips, {size / GB:.2f} GB, every file 44.1 kHz mono 1 s"))
 
     # the checkpoints: strict load (the official ones were also checked against the released cfg)
@@ -132,10 +142,11 @@ def check(profile: Profile, *, root, meta: pd.DataFrame, w16, checkpoints: dict,
     dev = torch.device(device)
     if dev.type == "cuda":
         name = torch.cuda.get_device_name(dev)
-        bf16 = torch.cuda.is_bf16_supported()
         memory = torch.cuda.get_device_properties(dev).total_memory / 2**30
-        row("device", "ok" if bf16 else "note", f"{name}, {memory:.0f} GiB, bf16 "
-                                               f"{'supported' if bf16 else 'NOT supported: the recipes train in fp32'}")
+        bf16 = ("native: the recipes train under bf16 autocast" if torch.cuda.is_bf16_supported(including_emulation=False)
+                else "emulated only: bf16 autocast runs, slowly" if torch.cuda.is_bf16_supported()
+                else "not supported: the recipes train in fp32")
+        row("device", "ok" if "native" in bf16 else "note", f"{name}, {memory:.0f} GiB, bf16 {bf16}")
     else:
         row("device", "note", f"CPU, {torch.get_num_threads()} threads" + (
             "" if profile.device == "cpu" else "; no CUDA device: these recipes are meant for a GPU"))
@@ -143,37 +154,49 @@ def check(profile: Profile, *, root, meta: pd.DataFrame, w16, checkpoints: dict,
     # time: one training step of each kind on the first clips of the largest split
     part = read_split(root, max(profile.teachers.splits), meta)
     sizes = {s: len(read_split(root, s, meta)) for s in profile.teachers.splits}
+    student_sizes = {s: len(read_split(root, s, meta)) for s in profile.student.splits}
     t = {}
-    if len(params) == len(checkpoints):
-        ft, fr = profile.teachers.finetune, profile.teachers.frozen
-        waves = torch.from_numpy(np.asarray(w16[rows(meta, part)[:max(ft.batch_size, fr.batch_size)]],
-                                            dtype=np.float32))
-        fb = beats_fbank(waves)
-        t["finetune"] = step_seconds(make_teacher("SSL", checkpoints, 0), fb[:ft.batch_size], dev)
-        t["frozen"] = step_seconds(make_teacher("SSL*", checkpoints, 0), fb[:fr.batch_size], dev)
-        t["forward"] = forward_seconds(make_teacher("SSL", checkpoints, 0), fb[:ft.batch_size], dev)
     st = profile.student.recipe
-    noise = torch.randn(st.batch_size, 32000, generator=torch.Generator().manual_seed(0)) * 0.1  # 1 s at 32 kHz
-    t["student"] = step_seconds(TFSepNet(), student_logmel(noise, n_mels=profile.student.n_mels).unsqueeze(1), dev)
-    seconds = estimate(profile, sizes, len(read_split(root, "test", meta)), t)
+    try:
+        if len(params) == len(checkpoints):
+            ft, fr = profile.teachers.finetune, profile.teachers.frozen
+            waves = torch.from_numpy(np.asarray(w16[rows(meta, part)[:max(ft.batch_size, fr.batch_size)]],
+                                                dtype=np.float32))
+            fb = beats_fbank(waves)
+            t["finetune"] = step_seconds(make_teacher("SSL", checkpoints, 0), fb[:ft.batch_size], dev)
+            t["frozen"] = step_seconds(make_teacher("SSL*", checkpoints, 0), fb[:fr.batch_size], dev)
+            t["forward"] = forward_seconds(make_teacher("SSL", checkpoints, 0), fb[:ft.batch_size], dev)
+        noise = torch.randn(st.batch_size, 32000, generator=torch.Generator().manual_seed(0)) * 0.1  # 1 s, 32 kHz
+        t["student"] = step_seconds(TFSepNet(), student_logmel(noise, n_mels=profile.student.n_mels).unsqueeze(1), dev)
+    except torch.cuda.OutOfMemoryError:
+        memory = torch.cuda.get_device_properties(dev).total_memory / 2**30
+        row("time", "FAIL", f"a training step of the recipes' batches (teachers {profile.teachers.finetune.batch_size}"
+                            f" and {profile.teachers.frozen.batch_size}, students {st.batch_size}) does not fit in "
+                            f"the GPU's {memory:.0f} GiB")
+        t = {}
+    seconds = estimate(profile, sizes, len(read_split(root, "test", meta)), t, student_sizes)
     peak = (f"; peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.1f} GiB"
             if dev.type == "cuda" else "")
     if "forward" in t:
         row("time: teachers", "note", f"{len(sizes) * len(STRATEGIES)} runs, about {_duration(seconds['teachers'])} "
                                       f"(a step: {t['finetune']:.2f} s fine-tuning, {t['frozen']:.2f} s frozen, "
                                       f"{1000 * t['forward']:.1f} ms a clip scored{peak})")
-    row("time: students", "note", f"{len(sizes) * len(STUDENTS)} runs, about {_duration(seconds['students'])} "
-                                  f"(a step of {st.batch_size}: {t['student']:.3f} s)")
+    if "student" in t:
+        row("time: students", "note", f"{len(student_sizes) * len(STUDENTS)} runs, about "
+                                      f"{_duration(seconds['students'])} (a step of {st.batch_size}: {t['student']:.3f} s)")
 
-    # disk: the waveform caches (16 and 32 kHz float32), the teacher runs' model.pt, and the resume state of
-    # the run in progress (last.pt: weights, best weights, Adam's two moments; deleted when a run completes)
+    # disk: the waveform caches not built yet (16 and 32 kHz float32), the teacher runs' model.pt, and the
+    # resume state of the run in progress (last.pt: weights, best weights, Adam's two moments; deleted when
+    # a run completes)
     folder = artifacts_dir(profile.name)
-    caches = len(meta) * (16000 + 32000) * 4
+    built = sum(f.stat().st_size for f in (folder / "waves").glob("wave_*.npy"))
+    caches = max(0, len(meta) * (16000 + 32000) * 4 - built)
     encoder = max(params.values(), default=0) * 4
     runs = (len(sizes) * len(STRATEGIES) + 4) * encoder
     need, free = caches + runs, shutil.disk_usage(folder).free
     row("disk", "ok" if free > need else "FAIL",
-        f"{need / GB:.1f} GB needed at most ({caches / GB:.1f} GB waveform caches, {runs / GB:.1f} GB teacher runs), "
+        f"{need / GB:.1f} GB needed at most ({caches / GB:.1f} GB waveform caches still to build, {runs / GB:.1f} GB "
+        "teacher runs), "
         f"{free / GB:.1f} GB free in {folder}")
 
     table = pd.DataFrame(found).set_index("check")

@@ -167,8 +167,8 @@ def smoke(profile: Profile) -> Profile:
     """``profile`` with only its amounts cut, so that every chapter runs its code path (the same models,
     input sizes, optimisers, schedules, augmentations, selection, logits, ensembles, distillation, INT8 and
     tables) in minutes on a CPU: two epochs of two batches, the smallest and the largest split, a few clips
-    per split (:class:`DataCut`), the smallest synthetic twin for the tour and the pre-training pool. The
-    one place these amounts live."""
+    per split (:class:`DataCut`), a few generated clips for the tour and the smallest synthetic twin for
+    the pre-training pool. The one place these amounts live."""
     def short(recipe: Recipe, batch_size: int) -> Recipe:  # two epochs of two batches; both phases of the schedule
         cut = {"warmup_linear": {"warmup_epochs": 1}, "cosine_restarts": {"restart_epochs": 1}}
         return replace(recipe, epochs=2, steps_per_epoch=2, batch_size=batch_size, **cut.get(recipe.schedule, {}))

@@ -4,7 +4,8 @@
     python -m asc_lib.book run --profile full --smoke -p data_root DIR/tau22 -p beats_dir DIR/beats
 
 - :func:`make_tau22_fixture`: a folder in the exact TAU22 development layout whose split files are lines
-  of the official ones (``tests/data/tau22``: real file names and labels) and whose audio is generated
+  of the official ones (``tests/data/tau22`` of the book's checkout: real file names and labels; an
+  installed package without the checkout has no fixture lines) and whose audio is generated
   (44.1 kHz, 24-bit, mono, 1 s; the synthetic twin's scenes and devices).
 - :func:`make_official_checkpoints`: ``BEATs_iter3_plus_AS2M.pt`` and ``..._finetuned_on_AS2M_cpt2.pt`` in
   the official format: the released 12-layer cfg, random weights, ``{'cfg', 'model'}``, and for the
@@ -50,6 +51,8 @@ def make_tau22_fixture(dest: Path, lines: Path = LINES) -> Path:
     meta = []
     for filename, scene in sorted(names.items()):
         m = NAME.match(filename)
+        if m is None:
+            raise ValueError(f"{lines}: {filename!r} is not a TAU22 clip name")
         seed = int.from_bytes(hashlib.sha256(filename.encode()).digest()[:4], "little")
         sf.write(tmp / filename, scene_clip(scene, m["device"], seed, sr=44100), 44100, subtype="PCM_24")
         meta.append((filename, scene, f"{m['city']}-{m['location']}", m["device"]))

@@ -16,6 +16,7 @@ from asc_lib.data.tau import SPLITS
 from asc_lib.features import beats_fbank, student_logmel
 from asc_lib.models.beats import BEATs, released_config
 from asc_lib.models.tfsepnet import TFSepNet
+from asc_lib.distill import STUDENTS
 from asc_lib.preflight import estimate, forward_seconds, step_seconds
 from asc_lib.profiles import get_profile
 from asc_lib.teachers import STRATEGIES, TokenClassifier
@@ -33,10 +34,9 @@ def main() -> None:
     torch.manual_seed(0)
     fb = beats_fbank(torch.randn(B, 16000) * 0.1)
     mels = student_logmel(torch.randn(B, 32000) * 0.1, n_mels=P.student.n_mels).unsqueeze(1)
-    encoder = BEATs(released_config())
-    per_clip = {"finetune": step_seconds(TokenClassifier(encoder), fb, dev) / B,
-                "frozen": step_seconds(TokenClassifier(encoder, frozen=True), fb, dev) / B,
-                "forward": forward_seconds(TokenClassifier(encoder), fb, dev),
+    per_clip = {"finetune": step_seconds(TokenClassifier(BEATs(released_config())), fb, dev) / B,
+                "frozen": step_seconds(TokenClassifier(BEATs(released_config()), frozen=True), fb, dev) / B,
+                "forward": forward_seconds(TokenClassifier(BEATs(released_config())), fb, dev),
                 "student": step_seconds(TFSepNet(), mels, dev) / B}
     t = {"finetune": per_clip["finetune"] * P.teachers.finetune.batch_size,
          "frozen": per_clip["frozen"] * P.teachers.frozen.batch_size,
@@ -45,7 +45,7 @@ def main() -> None:
     n_train = {s: round(n * (1 - P.teachers.val_fraction)) for s, n in SIZES.items()}
     steps = {k: sum(r.epochs * math.ceil(n / r.batch_size) for n in n_train.values())
              for k, r in (("fine-tuning (each of 3)", P.teachers.finetune), ("frozen SSL*", P.teachers.frozen),
-                          ("student (each of 5)", P.student.recipe))}
+                          (f"student (each of {len(STUDENTS)})", P.student.recipe))}
     print(f"measured on {args.device} ({torch.get_num_threads()} threads), batch {B}, per clip: "
           + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in per_clip.items()))
     print("\noptimiser steps over the five splits: " + ", ".join(f"{k} {v:,}" for k, v in steps.items()))
@@ -54,9 +54,9 @@ def main() -> None:
     print(f"teacher runs: {len(SIZES) * len(STRATEGIES)}, {seconds['teachers'] / 3600:,.0f} h here: fine-tuning "
           f"{(trained - frozen) / 3600:,.0f} h, frozen SSL* {frozen / 3600:,.0f} h, scoring (validation, "
           f"test after every epoch, logits) {(seconds['teachers'] - trained) / 3600:,.0f} h")
-    print(f"student runs: {len(SIZES) * 5}, {seconds['students'] / 3600:,.1f} h here")
+    print(f"student runs: {len(SIZES) * len(STUDENTS)}, {seconds['students'] / 3600:,.1f} h here")
     caches = CLIPS * (16_000 + 32_000) * 4
-    runs = (len(SIZES) * len(STRATEGIES) + 4) * sum(p.numel() for p in encoder.parameters()) * 4
+    runs = (len(SIZES) * len(STRATEGIES) + 4) * sum(p.numel() for p in BEATs(released_config()).parameters()) * 4
     print(f"disk beyond the dataset: {caches / 1e9:.1f} GB waveform caches + {runs / 1e9:.1f} GB teacher runs")
 
 

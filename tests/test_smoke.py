@@ -2,6 +2,7 @@
 the checks before training (the whole run on the fixtures is CI's `tasks.py smoke` leg)."""
 
 import csv
+import shutil
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -147,8 +148,39 @@ def test_runner_smoke_runs_only_a_profile_with_a_smoke_version_outside_the_check
         book.main(["run", "--profile", "ci", "--smoke", "--into", str(tmp_path)])
     assert "profile 'ci' has no smoke version" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        book.main(["run", "--profile", "full", "--smoke", "--into", str(Path(book.__file__).parent)])
+        book.main(["run", "--profile", "full", "--smoke", "--into", str(tmp_path)])
+    assert "pass -p data_root DIR -p beats_dir DIR" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        book.main(["run", "--profile", "full", "--smoke", "--into", str(Path(book.__file__).parent),
+                   "-p", "data_root", "d", "-p", "beats_dir", "b"])
     assert "choose a folder outside the checkout" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a smoke profile by name would write into book/
         book.main(["run", "--profile", "full-smoke"])
     assert "invalid choice: 'full-smoke'" in capsys.readouterr().err
+
+
+def test_cut_refuses_a_scene_with_one_segment_naming_the_file(fixture_root, tmp_path):
+    folder = tmp_path / "one-segment"
+    shutil.copytree(fixture_root, folder, ignore=shutil.ignore_patterns("audio"))
+    (folder / "audio").symlink_to(fixture_root / "audio")
+    lines = (folder / "split5.csv").read_text().splitlines(keepends=True)
+    airport = [line for line in lines[1:] if line.split("\t")[1].strip() == "airport"]
+    keep = {line.split("-")[3] for line in airport[:1]}  # the segment of the first airport recording
+    (folder / "split5.csv").write_text("".join(line for line in lines if not (
+        line in airport and line.split("-")[3] not in keep)))
+    with pytest.raises(tau.DatasetFormatError, match=r"split5\.csv: scene 'airport' has 1 recording"):
+        tau.write_cut(folder, tmp_path / "cut", clips_per_recording=1)
+
+
+def test_prepare_checks_the_audio_once_before_any_cache(fixture_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "artifacts"))
+    cut = tau.write_cut(fixture_root, tmp_path / "cut", clips_per_recording=1)
+    bad = cut / tau.read_meta(cut).filename.iloc[0]
+    bad.unlink()  # a hard link: the fixture keeps its file
+    sf.write(bad, np.zeros(44100), 22050, subtype="PCM_16")
+    with pytest.raises(tau.DatasetFormatError, match=r"(?s)1 clip\(s\) with bad audio .*found 22050 Hz"):
+        dataset.prepare(str(cut), profiles.get_profile("full"))
+    bad.unlink()
+    sf.write(bad, np.zeros(44100), 44100, subtype="PCM_24")
+    assert dataset.prepare(str(cut), profiles.get_profile("full")) == cut
+    assert len(list((tmp_path / "artifacts" / "full").glob("audio-checked-*"))) == 1  # not read again

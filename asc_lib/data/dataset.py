@@ -14,13 +14,14 @@ from ..profiles import Profile
 from . import DEVICES, SCENES
 from .cache import waveform_cache
 from .synthetic import make_synthetic_tau
-from .tau import DatasetFormatError, check_dataset, data_id, is_tau_folder, read_tsv_rows, write_cut
+from .tau import DatasetFormatError, check_audio, check_dataset, data_id, is_tau_folder, read_tsv_rows, write_cut
 
 
 def prepare(data_root: str, profile: Profile, seed: int = 0) -> Path:
     """``data_root`` when given (checked to be a TAU22 folder), else the profile's synthetic twin,
     generated once under ``artifacts/<profile>/`` and reused. A smoke profile (``profile.cut``) works on a
-    cut of ``data_root``, written once under ``artifacts/<profile>/``, after ``data_root`` itself is checked."""
+    cut of ``data_root``, written once under ``artifacts/<profile>/``, after ``data_root`` itself is checked
+    (its split files each time, its clips' audio headers once: before any waveform is decoded)."""
     if data_root:
         root = Path(data_root).expanduser()
         if not is_tau_folder(root):
@@ -31,10 +32,17 @@ def prepare(data_root: str, profile: Profile, seed: int = 0) -> Path:
         if problems:
             raise DatasetFormatError(f"{root}: {len(problems)} problem(s) in its split files (all of them: "
                                      f"python -m asc_lib.data.tau {root}):\n" + "\n".join(problems[:10]))
+        checked = artifacts_dir(profile.name) / f"audio-checked-{data_id(root)}"  # once per dataset
+        if not checked.is_file():
+            problems = check_audio(root)
+            if problems:
+                raise DatasetFormatError(f"{root}: {len(problems)} clip(s) with bad audio (all of them: python -m "
+                                         f"asc_lib.data.tau {root}):\n" + "\n".join(problems[:10]))
+            checked.touch()
         if profile.cut is None:
             return root
         clips = profile.cut.clips_per_recording
-        return write_cut(root, artifacts_dir(profile.name) / f"tau22-cut-{data_id(root)}-{clips}", clips)
+        return write_cut(root, artifacts_dir(profile.name) / f"tau22-cut-v1-{data_id(root)}-{clips}", clips)
     size = profile.data.twin_size
     return make_synthetic_tau(artifacts_dir(profile.name) / f"tau22-twin-{size}-seed{seed}", size=size, seed=seed)
 

@@ -44,7 +44,7 @@ def read_tsv_rows(path: Path) -> list[list[str]]:
         line = raw[:err.start].count(b"\n") + 1
         raise DatasetFormatError(f"{path}, line {line}: byte {raw[err.start]:#04x} "
                                  "is not UTF-8 text (expected a tab-separated UTF-8 file)") from None
-    return list(csv.reader(io.StringIO(text, newline=""), delimiter="\t"))
+    return list(csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), delimiter="\t"))  # an Excel BOM
 
 
 def _read_tsv(path: Path, header: list[str]) -> list[list[str]]:
@@ -175,19 +175,25 @@ def write_cut(root: Path, dest: Path, clips_per_recording: int) -> Path:
         return dest
     meta = read_meta(root)
 
-    def pick(part: pd.DataFrame, others: tuple[str, ...]) -> set:
+    def pick(part: pd.DataFrame, others: tuple[str, ...], path: Path) -> set:
+        """Per scene a device-a recording and one of another segment, by ``others`` (rotating) if it can."""
         kept = set()
         for s, scene in enumerate(SCENES):
             recs = list(dict.fromkeys(zip(part.recording[part.scene == scene], part.device[part.scene == scene])))
-            other = [r for r in recs if r[1] == others[s % len(others)]] or [r for r in recs if r[1] != "a"]
-            kept.update([r for r in recs if r[1] == "a"][:1] + other[:1])
+            first = ([r for r in recs if r[1] == "a"] or recs)[:1]
+            rest = [r for r in recs if r[0] not in {f[0] for f in first}]  # another 10 s segment
+            second = [r for r in rest if r[1] == others[s % len(others)]] or [r for r in rest if r[1] != "a"] or rest
+            if not second:
+                raise DatasetFormatError(f"{path}: scene {scene!r} has {len(recs)} recording(s) of one segment; the "
+                                         "smoke cut needs two segments per scene (one is held out for validation)")
+            kept.update(first + second[:1])
         return kept
 
-    train = pick(read_split(root, 5, meta), DEVICES[1:6])
+    train = pick(read_split(root, 5, meta), DEVICES[1:6], root / "split5.csv")
     clips = {}
     for split in (*SPLITS, "test"):
         part = read_split(root, split, meta)
-        chosen = pick(part, DEVICES[1:]) if split == "test" else train
+        chosen = pick(part, DEVICES[1:], root / "test.csv") if split == "test" else train
         part = part[[r in chosen for r in zip(part.recording, part.device)]]
         clips[split] = part.sort_values("subsegment", kind="stable").groupby(["recording", "device"]).head(
             clips_per_recording).sort_index()
@@ -223,6 +229,9 @@ def check_audio(root: Path, meta: pd.DataFrame | None = None, sr: int = 44100) -
     meta = read_meta(root) if meta is None else meta
     problems = []
     for path in meta.path:
+        if not Path(path).is_file():
+            problems.append(f"{path}: no such file (listed in {Path(root) / 'meta.csv'})")
+            continue
         try:
             info = sf.info(path)
         except (sf.SoundFileError, RuntimeError, OSError) as err:
@@ -235,10 +244,11 @@ def check_audio(root: Path, meta: pd.DataFrame | None = None, sr: int = 44100) -
             found.append(f"{info.channels} channels")
         if abs(info.frames - sr) > 0.01 * sr:
             found.append(f"{info.frames} samples")
-        if info.subtype in ("PCM_U8", "PCM_S8"):
+        if info.subtype not in ("PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"):
             found.append(info.subtype)
         if found:
-            problems.append(f"{path}: expected {sr} Hz, mono, 1 s ({sr} samples within 1 %), 16 bits or more; "
+            problems.append(f"{path}: expected {sr} Hz, mono, 1 s ({sr} samples within 1 %), PCM of 16 bits or more "
+                            "or float; "
                             f"found {', '.join(found)}")
     return problems
 
