@@ -29,7 +29,7 @@ from .models.tfsepnet import TFSepNet
 from .paths import artifacts_dir
 from .profiles import Profile
 from .teachers import STRATEGIES, make_teacher, recipe_of
-from .train import with_passes
+from .train import bf16_autocast, with_passes
 
 GB = 1e9
 
@@ -50,7 +50,7 @@ def step_seconds(model: torch.nn.Module, x: torch.Tensor, device, steps: int = 2
     times = []
     for _ in range(steps + 1):
         t0 = time.perf_counter()
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=_bf16(dev)):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16_autocast(dev)):
             loss = F.cross_entropy(model(x.to(dev)).float(), y)
         loss.backward()
         opt.step()
@@ -65,7 +65,7 @@ def forward_seconds(model: torch.nn.Module, x: torch.Tensor, device) -> float:
     """Seconds per clip of ``model`` in eval mode on the batch ``x`` (after a warm-up pass)."""
     dev = torch.device(device)
     model = model.to(dev).eval()
-    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=_bf16(dev)):
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16_autocast(dev)):
         model(x.to(dev))
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
@@ -74,11 +74,6 @@ def forward_seconds(model: torch.nn.Module, x: torch.Tensor, device) -> float:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
     return (time.perf_counter() - t0) / len(x)
-
-
-def _bf16(dev: torch.device) -> bool:
-    """Whether training autocasts to bf16 here (as :func:`asc_lib.train.train` does)."""
-    return dev.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def _duration(seconds: float) -> str:

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import os
 import shutil
@@ -27,7 +26,7 @@ import torch
 
 from .checkpoints import OFFICIAL
 from .data.synthetic import scene_clip
-from .data.tau import META_HEADER, NAME, write_tsv
+from .data.tau import META_HEADER, NAME, read_tsv_rows, write_tsv
 from .models.beats import BEATs, released_config
 
 LINES = Path(__file__).resolve().parent.parent / "tests" / "data" / "tau22"
@@ -43,8 +42,7 @@ def make_tau22_fixture(dest: Path, lines: Path = LINES) -> Path:
         return dest
     names = {}
     for name in SPLIT_FILES:
-        with open(Path(lines) / name, newline="") as f:
-            names.update((row[0], row[1]) for row in list(csv.reader(f, delimiter="\t"))[1:])
+        names.update((row[0], row[1]) for row in read_tsv_rows(Path(lines) / name)[1:])
     tmp = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "audio").mkdir(parents=True)

@@ -72,6 +72,11 @@ class Recipe:
             raise ValueError("Recipe: restart_epochs and restart_mult must be >= 1")
 
 
+def bf16_autocast(device: torch.device) -> bool:
+    """Whether the recipes autocast to bf16 on ``device``: on a CUDA device that has bf16, else fp32."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
 def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
     """Learning-rate multiplier (of ``recipe.lr``) for optimiser step ``step`` (0-based) when an
     epoch has ``steps_per_epoch`` steps; total = epochs * steps_per_epoch steps.
@@ -295,7 +300,7 @@ def _train(model: nn.Module, step_loss, n_train: int, recipe: Recipe, *, device,
     if world > 1:  # DDP's constructor is a collective: every rank has loaded the checkpoint by then
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-    use_amp = device.type == "cuda" and recipe.amp and torch.cuda.is_bf16_supported()  # else fp32
+    use_amp = recipe.amp and bf16_autocast(device)
     t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
     bar = tqdm(total=recipe.epochs * spe, initial=start * spe, desc=desc, unit="step",
                disable=not progress or rank != 0)
@@ -371,7 +376,7 @@ def predict_logits(model: nn.Module, n: int, batch_fn, *, device, batch_size: in
     out = []
     for i in range(0, n, batch_size):
         idx = torch.arange(i, min(i + batch_size, n))
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16_autocast(device)):
             logits = model(batch_fn(idx).to(device))
         out.append(logits.float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)

@@ -32,7 +32,8 @@ def prepare(data_root: str, profile: Profile, seed: int = 0) -> Path:
         if problems:
             raise DatasetFormatError(f"{root}: {len(problems)} problem(s) in its split files (all of them: "
                                      f"python -m asc_lib.data.tau {root}):\n" + "\n".join(problems[:10]))
-        checked = artifacts_dir(profile.name) / f"audio-checked-{data_id(root)}"  # once per dataset
+        fingerprint = data_id(root)
+        checked = artifacts_dir(profile.name) / f"audio-checked-{fingerprint}"  # once per dataset
         if not checked.is_file():
             problems = check_audio(root)
             if problems:
@@ -42,7 +43,7 @@ def prepare(data_root: str, profile: Profile, seed: int = 0) -> Path:
         if profile.cut is None:
             return root
         clips = profile.cut.clips_per_recording
-        return write_cut(root, artifacts_dir(profile.name) / f"tau22-cut-v1-{data_id(root)}-{clips}", clips)
+        return write_cut(root, artifacts_dir(profile.name) / f"tau22-cut-v1-{fingerprint}-{clips}", clips)
     size = profile.data.twin_size
     return make_synthetic_tau(artifacts_dir(profile.name) / f"tau22-twin-{size}-seed{seed}", size=size, seed=seed)
 

@@ -209,7 +209,7 @@ def write_cut(root: Path, dest: Path, clips_per_recording: int) -> Path:
     write_tsv(tmp / "meta.csv", META_HEADER, zip(every.filename, every.scene, every.identifier, every.device))
     for split, part in clips.items():
         write_tsv(tmp / (f"split{split}.csv" if split != "test" else "test.csv"), SPLIT_HEADER,
-               zip(part.filename, part.scene))
+                  zip(part.filename, part.scene))
     os.replace(tmp, dest)
     return dest
 
@@ -224,7 +224,7 @@ def write_tsv(path: Path, header: list[str], rows) -> None:
 
 def check_audio(root: Path, meta: pd.DataFrame | None = None, sr: int = 44100) -> list[str]:
     """Every clip of ``meta.csv`` whose file is missing or whose header is not what TAU22 promises (``sr``
-    Hz, mono, 1 s within 1 %, at least 16 bits), each naming the file: a check of the headers only, fast
+    Hz, mono, 1 s within 1 %, PCM of 16 bits or more or float), each naming the file: a check of the headers only, fast
     enough for the 230,350 real clips (the samples are checked when the waveform cache reads them)."""
     meta = read_meta(root) if meta is None else meta
     problems = []
@@ -248,8 +248,7 @@ def check_audio(root: Path, meta: pd.DataFrame | None = None, sr: int = 44100) -
             found.append(info.subtype)
         if found:
             problems.append(f"{path}: expected {sr} Hz, mono, 1 s ({sr} samples within 1 %), PCM of 16 bits or more "
-                            "or float; "
-                            f"found {', '.join(found)}")
+                            f"or float; found {', '.join(found)}")
     return problems
 
 
