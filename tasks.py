@@ -70,7 +70,8 @@ def newest(extra: list[str]) -> None:
     pins.write_text("".join(line for line in (ROOT / "constraints.txt").read_text().splitlines(keepends=True)
                             if not UNPINNED.match(line)))
     uncapped = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
-    pip = (NEWEST_PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-q")
+    # no cache: it would hold a second copy of the ~3 GB of wheels a new torch release brings
+    pip = (NEWEST_PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "--no-cache-dir", "-q")
     sh(*pip, "--upgrade", "-c", pins, "torch", ".[book]", env=uncapped)
     sh(*pip, "--no-deps", "--force-reinstall", ".", env=uncapped)  # a plain install, of this checkout's code
     sh(NEWEST_PYTHON, "-c", "import importlib.util, torch, torchao; "
