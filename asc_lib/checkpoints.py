@@ -2,7 +2,8 @@
 
 - a small BEATs pre-trained here with BEATs' objective on the twin's unlabeled pool (**SSL**), then
   tagged on the pool's event tags (**SSL+SL**), both saved in the official format (every profile;
-  ``full`` trains longer);
+  ``full`` trains longer), and its next iteration (a tokenizer distilled from that SSL encoder, then
+  pre-training again on its labels), which the BEATs chapter probes beside the first;
 - the official files (``OFFICIAL``: ``BEATs_iter3_plus_AS2M.pt``, ``..._finetuned_on_AS2M_cpt2.pt``) from
   a local folder, with the ``full`` profile (see :func:`asc_lib.data.download.fetch_beats_checkpoint`).
 
@@ -26,7 +27,8 @@ from .data.dataset import pool_waves
 from .data.download import fetch_beats_checkpoint
 from .models.beats import BEATs, BEATsCheckpointError, load_beats_checkpoint, released_config, save_beats_checkpoint
 from .paths import artifacts_dir
-from .pretrain import MaskedPatchModel, RandomProjectionTokenizer, pool_fbank, pretrain, small_config, tag_finetune
+from .pretrain import (MaskedPatchModel, RandomProjectionTokenizer, SelfDistilledTokenizer, pool_fbank, pretrain,
+                       small_config, tag_finetune, teacher_tokens, train_tokenizer)
 from .profiles import Profile
 from .repro import seed_everything
 
@@ -73,7 +75,8 @@ def small_beats(profile: Profile, twin: Path, *, seed: int, device) -> dict:
     """
     settings = profile.beats
     manifest = (Path(twin) / "twin.json").read_text()
-    payload = json.dumps([PRETRAIN_VERSION, asdict(settings), small_config().to_dict(), manifest, seed],
+    iter1 = {k: v for k, v in asdict(settings).items() if not k.startswith("tokenizer_")}  # later iterations
+    payload = json.dumps([PRETRAIN_VERSION, iter1, small_config().to_dict(), manifest, seed],
                          sort_keys=True, default=str)
     folder = artifacts_dir(profile.name) / "beats" / f"small-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
     paths = {"SSL": folder / "BEATs_small_SSL.pt", "SSL+SL": folder / "BEATs_small_SSL_SL.pt"}
@@ -99,6 +102,41 @@ def small_beats(profile: Profile, twin: Path, *, seed: int, device) -> dict:
     tmp.write_text(json.dumps(history, indent=1))
     os.replace(tmp, record)  # written last: marks the folder complete
     return {**paths, "history": history}
+
+
+def next_iteration(profile: Profile, twin: Path, previous: dict, *, seed: int, device) -> dict:
+    """BEATs' next iteration at small scale (or its cached result): a tokenizer distilled from the SSL
+    encoder of ``previous`` (what :func:`small_beats` returned: iteration 2; what this returned: 3, ...), then
+    a new small BEATs pre-trained from random weights on that tokenizer's labels with iteration 1's
+    amounts, so that only the labels differ. Returns ``{"SSL": path, "history": {"tokenizer": [...],
+    "pretrain": [...]}}``."""
+    settings = profile.beats
+    teacher_hash = hashlib.sha256(Path(previous["SSL"]).read_bytes()).hexdigest()
+    payload = json.dumps([PRETRAIN_VERSION, asdict(settings), small_config().to_dict(),
+                          (Path(twin) / "twin.json").read_text(), seed, teacher_hash], sort_keys=True, default=str)
+    folder = artifacts_dir(profile.name) / "beats" / f"next-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+    path, record = folder / "BEATs_small_SSL.pt", folder / "history.json"
+    if record.exists() and path.exists():
+        print(f"small BEATs, next iteration: reusing {folder}", file=sys.stderr)
+        return {"SSL": path, "history": json.loads(record.read_text())}
+    folder.mkdir(parents=True, exist_ok=True)
+    fbank = pool_fbank(pool_waves(twin, profile)[0])
+    generator = seed_everything(seed, threads=profile.threads)
+    teacher = load_beats_checkpoint(previous["SSL"])
+    tokenizer = SelfDistilledTokenizer(teacher.cfg.encoder_embed_dim)
+    history = {"tokenizer": train_tokenizer(tokenizer, fbank, teacher_tokens(teacher, fbank, device=device),
+                                            epochs=settings.tokenizer_epochs,
+                                            batch_size=settings.pretrain_batch_size,
+                                            lr=settings.tokenizer_lr, generator=generator, device=device)}
+    model = MaskedPatchModel(BEATs(small_config()), tokenizer)
+    history["pretrain"] = pretrain(model, fbank, epochs=settings.pretrain_epochs,
+                                   batch_size=settings.pretrain_batch_size, lr=settings.pretrain_lr,
+                                   mask_ratio=settings.mask_ratio, generator=generator, device=device)
+    save_beats_checkpoint(model.beats.cpu(), path)
+    tmp = record.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(history, indent=1))
+    os.replace(tmp, record)  # written last: marks the folder complete
+    return {"SSL": path, "history": history}
 
 
 def random_small_beats(seed: int) -> BEATs:

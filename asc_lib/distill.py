@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from . import __version__
 from .augment import dir_augment, freq_mixstyle, mixup, mixup_loss
 from .data import SCENES
-from .data.dataset import device_ids, labels, rows
+from .data.dataset import data_key, device_ids, labels, rows
 from .data.synthetic import impulse_responses
 from .features import student_logmel
 from .complexity import param_bytes
@@ -37,7 +37,7 @@ from .quantize import int8_param_bytes, logits as int8_logits, quantize_int8
 from .profiles import StudentSettings
 from .data.tau import read_split
 from .profiles import TeacherSettings
-from .teachers import TEACHERS, _scores, data_id, ensemble_logits, ensemble_name, hold_out_recordings, run_folder, write_manifest
+from .teachers import TEACHERS, _scores, ensemble_logits, ensemble_name, hold_out_recordings, run_folder, write_manifest
 from .teachers import run_all as run_all_teachers
 from .train import predict_logits, train, with_passes
 
@@ -91,7 +91,7 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
     name = ensemble_name(members) if members else "scratch"
     teacher_keys = {m: manifests[m]["key"] for m in members}
     config = {"teacher": name, "teachers": teacher_keys, "split": split, "settings": asdict(settings),
-              "data": data_id(root), "seed": seed, "version": [__version__, STUDENT_VERSION]}
+              "data": data_key(root, profile), "seed": seed, "version": [__version__, STUDENT_VERSION]}
     folder, key, done = run_folder("students", name, split, config, profile)
     if done:
         return done
@@ -142,7 +142,7 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
     torch.save({"state_dict": model.state_dict()}, folder / "model.pt")
     np.save(folder / "test_logits.npy", test.astype(np.float32))
     manifest = {"student": "TF-SepNet", "teacher": name, "split": split, "config": config, "key": key,
-                "code_version": f"asc_lib {__version__}, distill v{STUDENT_VERSION}", "folder": str(folder),
+                "code_version": f"asc_lib {__version__}, distill v{STUDENT_VERSION}",
                 "test_files": test_part.filename.tolist(), "best_epoch": out["best_epoch"],
                 "test": _scores(y_test, test, device_ids(test_part)), "history": out["history"],
                 "seconds": time.perf_counter() - t0}

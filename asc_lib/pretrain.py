@@ -5,7 +5,10 @@ patches are masked, the encoder sees only the visible ones, and a small predicto
 outputs at their positions and zeros (plus a position embedding) at the masked ones, predicts the
 *tokenizer label* of each masked patch (cross-entropy on the masked positions only). Iteration 1
 uses a frozen random-projection tokenizer (as BEST-RQ): a random linear map of each raw patch and a
-random codebook; the label is the nearest code of the l2-normalised vectors.
+random codebook; the label is the nearest code of the l2-normalised vectors. Iteration 2 (and every
+later one) distils a tokenizer from the encoder just pre-trained (:class:`SelfDistilledTokenizer`:
+codes from which a small estimator must rebuild that encoder's outputs) and pre-trains a new encoder
+on its labels.
 
 The "SL" stage then fine-tunes the pre-trained encoder on the pool's event tags (multi-label BCE,
 a Linear head on the mean over tokens: BEATs' own fine-tuned forward), the analogue of AudioSet
@@ -35,8 +38,9 @@ from tqdm import tqdm
 from asc_lib.features import beats_fbank
 from asc_lib.models.beats import BEATs, BEATsConfig, released_config
 
-__all__ = ["small_config", "RandomProjectionTokenizer", "MaskedPatchModel", "pretrain", "tag_finetune",
-           "pool_fbank", "tokenize_all", "fbank_patches", "PATCH"]
+__all__ = ["small_config", "RandomProjectionTokenizer", "SelfDistilledTokenizer", "MaskedPatchModel", "pretrain",
+           "tag_finetune", "teacher_tokens", "train_tokenizer", "pool_fbank", "tokenize_all", "fbank_patches",
+           "PATCH"]
 
 PATCH = 16  # patch size (time and frequency), as the released models
 
@@ -99,6 +103,126 @@ class RandomProjectionTokenizer(nn.Module):
         return (z @ self.codebook.T).argmax(-1)  # nearest unit code = largest cosine
 
 
+class SelfDistilledTokenizer(nn.Module):
+    """BEATs' tokenizer of iteration 2 and later, small: it learns codes that carry what a pre-trained
+    encoder (the *teacher*, the acoustic model of the previous iteration) knows about each patch.
+
+    A Transformer encodes the patches (as the official ``Tokenizers``: patch embedding, Transformer,
+    then Linear-Tanh-Linear to the code space); each l2-normalised output is replaced by its nearest
+    unit code (cosine), and a second Transformer, the *estimator*, must rebuild the teacher's last-layer
+    output of every patch from the codes alone. So the codes keep only what predicts the teacher. The
+    codebook follows the vectors assigned to it by an exponential moving average (decay 0.99, as
+    BEATs' ``NormEMAVectorQuantizer``); it starts from random encoder outputs of the first batch, and
+    a code no batch has used for a while restarts at a random output (our substitute for k-means
+    initialisation). Only :meth:`forward`, the labels, is used once it is trained; it needs no teacher.
+    """
+
+    def __init__(self, teacher_dim: int, codes: int = 1024, code_dim: int = 32, width: int = 96,
+                 layers: int = 1, heads: int = 4, patch: int = PATCH, max_tokens: int = 512,
+                 decay: float = 0.99):
+        super().__init__()
+        self.patch, self.codes, self.decay = patch, codes, decay
+
+        def transformer():
+            layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=0.0,
+                                               activation="gelu", batch_first=True, norm_first=True)
+            return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+        self.embed = nn.Linear(patch * patch, width)  # a patch-sized stride-patch conv, on flat patches
+        self.pos = nn.Parameter(torch.randn(max_tokens, width) * 0.02)
+        self.encoder = transformer()
+        self.quantize_layer = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, code_dim))
+        self.estimator_in = nn.Linear(code_dim, width)
+        self.estimator = transformer()
+        self.estimator_out = nn.Linear(width, teacher_dim)
+        self.register_buffer("codebook", torch.zeros(codes, code_dim))  # unit rows once started
+        self.register_buffer("usage", torch.zeros(codes))  # moving average of each code's share
+        self.register_buffer("code_sum", torch.zeros(codes, code_dim))  # moving average of assigned vectors
+
+    def encode(self, fbank: torch.Tensor) -> torch.Tensor:
+        """(B, F, 128) -> unit vectors z (B, T, D) in the code space."""
+        x = self.embed(fbank_patches(fbank.float(), self.patch))  # (B, T, width)
+        h = self.encoder(x + self.pos[:x.shape[1]])
+        return F.normalize(self.quantize_layer(h), dim=-1)
+
+    @torch.no_grad()
+    def forward(self, fbank: torch.Tensor) -> torch.Tensor:
+        """(B, F, 128) -> labels (B, T) long in [0, codes): the nearest code of each patch."""
+        return (self.encode(fbank) @ self.codebook.T).argmax(-1)
+
+    def loss(self, fbank: torch.Tensor, target: torch.Tensor, generator: torch.Generator):
+        """fbank (B, F, 128) and the teacher's last-layer outputs ``target`` (B, T, C) -> (loss, cosine
+        similarity of the estimate to the teacher (mean), codes used in the batch). In training mode the
+        codebook moves towards the vectors assigned to it (``generator`` draws the restarts)."""
+        z = self.encode(fbank)  # (B, T, D)
+        flat = z.detach().reshape(-1, z.shape[-1])  # (B T, D)
+        if self.training and not self.usage.any():  # first batch: codes start at random outputs
+            self.codebook.copy_(flat[torch.randint(len(flat), (self.codes,), generator=generator)])
+        k = (z.detach() @ self.codebook.T).argmax(-1)  # (B, T) nearest unit code
+        q = self.codebook[k]  # (B, T, D)
+        commit = (z - q).pow(2).sum(-1).mean()  # pulls the encoder's outputs to their codes
+        q = z + (q - z).detach()  # straight-through: the estimator's gradient reaches the encoder
+        est = self.estimator_out(self.estimator(self.estimator_in(q) + self.pos[:q.shape[1]]))
+        cos = F.cosine_similarity(est, target, dim=-1).mean()
+        if self.training:
+            with torch.no_grad():
+                onehot = F.one_hot(k.reshape(-1), self.codes).to(flat.dtype)  # (B T, codes)
+                self.usage.mul_(self.decay).add_(onehot.mean(0), alpha=1 - self.decay)
+                self.code_sum.mul_(self.decay).add_(onehot.T @ flat, alpha=1 - self.decay)
+                used = self.code_sum.norm(dim=-1) > 0
+                self.codebook[used] = F.normalize(self.code_sum[used], dim=-1)
+                dead = self.usage < 0.01 / self.codes  # used by under 1 % of its fair share, lately
+                if dead.any():
+                    pick = torch.randint(len(flat), (int(dead.sum()),), generator=generator)
+                    self.codebook[dead], self.code_sum[dead] = flat[pick], 0.0
+                    self.usage[dead] = 1.0 / self.codes
+        return (1 - cos) + commit, cos.detach(), int(k.unique().numel())
+
+
+@torch.no_grad()
+def teacher_tokens(beats: BEATs, fbank: torch.Tensor, batch: int = 128, device="cpu") -> torch.Tensor:
+    """Last-layer outputs (N, T, C) of the encoder ``beats`` on every clip, unmasked: the targets
+    the next iteration's tokenizer distils."""
+    beats.to(device).eval()
+    return torch.cat([beats.forward_fbank(fbank[i:i + batch].to(device, torch.float32))[0].cpu()
+                      for i in range(0, len(fbank), batch)])
+
+
+def train_tokenizer(tokenizer: SelfDistilledTokenizer, fbank: torch.Tensor, targets: torch.Tensor, *,
+                    epochs: int, batch_size: int, lr: float, generator: torch.Generator, device="cpu",
+                    log=print) -> list[dict]:
+    """Train ``tokenizer`` to distil ``targets`` (N, T, C) from fbanks (N, F, 128), in place: Adam,
+    cosine decay, batches shuffled by ``generator``. Returns one dict per epoch: epoch, cosine (mean
+    similarity of the estimate to the teacher), codes (codes used in the last epoch's labels)."""
+    device = torch.device(device)
+    tokenizer.to(device).train()
+    opt = torch.optim.Adam([p for p in tokenizer.parameters()], lr=lr)
+    N = len(fbank)
+    total = epochs * math.ceil(N / batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, total, max(1, total // 20)))
+    history = []
+    for epoch in range(epochs):
+        perm = torch.randperm(N, generator=generator)
+        cos_sum, seen = 0.0, 0
+        for i in range(0, N, batch_size):
+            idx = perm[i:i + batch_size]
+            loss, cos, _ = tokenizer.loss(fbank[idx].to(device), targets[idx].to(device), generator)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            cos_sum, seen = cos_sum + cos.item() * len(idx), seen + len(idx)
+        tokenizer.eval()
+        codes = int(tokenize_all(tokenizer, fbank).unique().numel())
+        tokenizer.train()
+        history.append({"epoch": epoch + 1, "cosine": cos_sum / seen, "codes": codes})
+        if log is not None:
+            log(f"tokenizer epoch {epoch + 1}/{epochs}: cosine to the teacher {cos_sum / seen:.3f}, "
+                f"{codes} codes in use")
+    tokenizer.requires_grad_(False).eval()  # frozen from now on: it only labels
+    return history
+
+
 # ------------------------------------------------------------------------------- masked model
 
 def n_visible(T: int, mask_ratio: float) -> int:
@@ -116,7 +240,7 @@ class MaskedPatchModel(nn.Module):
     information (conv embedding, relative bias) acts on the compacted visible sequence, as it would
     on a shorter clip; the predictor's position embedding carries the true positions."""
 
-    def __init__(self, beats: BEATs, tokenizer: RandomProjectionTokenizer | None = None, *,
+    def __init__(self, beats: BEATs, tokenizer: nn.Module | None = None, *,
                  predictor_layers: int = 2, predictor_heads: int = 4, max_tokens: int = 512):
         super().__init__()
         C = beats.cfg.encoder_embed_dim
@@ -195,9 +319,9 @@ def _schedule(step: int, total: int, warmup: int) -> float:
 
 
 @torch.no_grad()
-def tokenize_all(tokenizer: RandomProjectionTokenizer, fbank: torch.Tensor, batch: int = 512) -> torch.Tensor:
+def tokenize_all(tokenizer: nn.Module, fbank: torch.Tensor, batch: int = 512) -> torch.Tensor:
     """Labels (N, T) of every clip (the tokenizer is frozen: computed once)."""
-    dev = tokenizer.proj.device
+    dev = tokenizer.codebook.device
     return torch.cat([tokenizer(fbank[i:i + batch].to(dev, torch.float32)).cpu()
                       for i in range(0, len(fbank), batch)])
 

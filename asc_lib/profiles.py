@@ -49,6 +49,8 @@ class BeatsSettings:
     sl_lr: float
     probe_split: int  # train split the linear probe learns from
     probe_steps: int
+    tokenizer_epochs: int  # iteration 2 on: the tokenizer distilled from the previous iteration's encoder
+    tokenizer_lr: float
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,8 @@ PROFILES = {
         data=DataSettings(twin_size="ci", n_mels=128, check_splits=(5, 100), check_epochs=15,
                           check_min_steps=600, check_batch_size=32, check_lr=3e-3),
         beats=BeatsSettings(pretrain_epochs=8, pretrain_batch_size=64, pretrain_lr=1e-3, mask_ratio=0.75,
-                            sl_epochs=3, sl_lr=5e-4, probe_split=5, probe_steps=500),
+                            sl_epochs=3, sl_lr=5e-4, probe_split=5, probe_steps=500,
+                            tokenizer_epochs=10, tokenizer_lr=1e-3),
         # ci trains three of the five splits, long enough to be read (bench/convergence.py); full trains all
         teachers=TeacherSettings(
             splits=(5, 25, 100), val_fraction=0.1, test_monitor=1 / 4, cache_inputs=True, min_passes=3,
@@ -146,7 +149,8 @@ PROFILES = {
         data=DataSettings(twin_size="ci", n_mels=256, check_splits=(5, 10, 25, 50, 100), check_epochs=30,
                           check_min_steps=3000, check_batch_size=256, check_lr=3e-3),
         beats=BeatsSettings(pretrain_epochs=100, pretrain_batch_size=256, pretrain_lr=1e-3, mask_ratio=0.75,
-                            sl_epochs=20, sl_lr=5e-4, probe_split=5, probe_steps=1000),
+                            sl_epochs=20, sl_lr=5e-4, probe_split=5, probe_steps=1000,
+                            tokenizer_epochs=30, tokenizer_lr=1e-3),
         # the authors' config/beats_ssl_star.yaml and config/beats_ssl.yaml (beats_ssl+sl.yaml: the same)
         teachers=TeacherSettings(
             splits=(5, 10, 25, 50, 100), val_fraction=0.1,
@@ -178,7 +182,8 @@ def smoke(profile: Profile) -> Profile:
         profile, name=f"{profile.name}-smoke", cut=DataCut(),
         tour=replace(profile.tour, clips_per_scene=2 * len(profile.tour.devices), epochs=2, batch_size=16),
         data=replace(profile.data, twin_size="tiny", check_epochs=2, check_min_steps=2, check_batch_size=8),
-        beats=replace(profile.beats, pretrain_epochs=2, pretrain_batch_size=8, sl_epochs=1, probe_steps=5),
+        beats=replace(profile.beats, pretrain_epochs=2, pretrain_batch_size=8, sl_epochs=1, probe_steps=5,
+                      tokenizer_epochs=1),
         teachers=replace(profile.teachers, splits=ends, frozen=short(profile.teachers.frozen, 4),
                          finetune=short(profile.teachers.finetune, 4)),
         student=replace(profile.student, splits=ends, recipe=short(profile.student.recipe, 8), calibration_clips=16))

@@ -48,9 +48,9 @@ from . import __version__
 from .augment import dir_augment, freq_mixstyle, mixup, mixup_loss, spec_augment
 from .data import DEVICES, SCENES
 from .data.cache import content_hashes
-from .data.dataset import device_ids, labels, rows
+from .data.dataset import data_key, device_ids, labels, rows
 from .data.synthetic import impulse_responses
-from .data.tau import data_id, read_split
+from .data.tau import read_split
 from .features import beats_fbank
 from .metrics import class_accuracy, group_accuracy, macro_accuracy
 from .models.beats import BEATs, load_beats_checkpoint
@@ -225,19 +225,30 @@ def run_folder(kind: str, name: str, split: int, config: dict, profile: str) -> 
     manifest = folder / "manifest.json"
     if manifest.is_file():
         print(f"{kind}: {name} on split {split}: reusing {folder}", file=sys.stderr)
-        # the folder it was found in, not the one it was written in: an artifacts folder can move
-        return folder, key, {**json.loads(manifest.read_text()), "folder": str(folder)}
+        return folder, key, read_manifest(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return folder, key, None
+
+
+def read_manifest(folder: Path) -> dict:
+    """``folder/manifest.json`` with ``"folder"``: where it was found (the file holds no path, so an
+    artifacts folder can move). A damaged one is an error naming it and the way out."""
+    path = folder / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, OSError) as err:  # written atomically: damaged after the run, not by it
+        raise RuntimeError(f"{path}: cannot read this run's manifest ({type(err).__name__}: {err}); "
+                           f"delete {folder} to train this run again") from err
+    return {**manifest, "folder": str(folder)}
 
 
 def write_manifest(folder: Path, manifest: dict) -> dict:
     """Write ``folder/manifest.json`` atomically, last: it marks the run complete. Returns it as read back."""
     path = folder / "manifest.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.write_text(json.dumps({k: v for k, v in manifest.items() if k != "folder"}, indent=1))
     os.replace(tmp, path)
-    return json.loads(path.read_text())
+    return read_manifest(folder)
 
 
 def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd.DataFrame,
@@ -247,7 +258,7 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
     """Train (or reuse) one teacher on one split; return its manifest (see the module docstring)."""
     config = {"strategy": strategy, "split": split, "settings": asdict(settings),
               "checkpoints": checkpoint_ids(checkpoints, profile),
-              "data": data_id(root), "seed": seed, "version": [__version__, TEACHER_VERSION]}
+              "data": data_key(root, profile), "seed": seed, "version": [__version__, TEACHER_VERSION]}
     folder, key, done = run_folder("teachers", strategy, split, config, profile)
     if done:
         return done
@@ -276,7 +287,8 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
     mon = monitor_rows(test_part, settings.test_monitor, seed)
     y_mon = y_test[mon]
     monitored = []  # logits on the monitored test clips, one per epoch trained in this process
-    tokens = inputs.tokens(model.encoder, str(checkpoints["SSL"]), dev) if strategy == "SSL*" else None
+    # keyed by the weights' hash, not the file's name: another ssl.pt at the same path gets its own tokens
+    tokens = inputs.tokens(model.encoder, config["checkpoints"]["SSL"][1], dev) if strategy == "SSL*" else None
 
     def score(m, r):
         """Logits of ``m`` on the clips at rows ``r`` of ``meta`` (eval mode, no augmentation)."""
@@ -312,7 +324,7 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
     np.save(folder / "test_logits.npy", test.astype(np.float32))
     manifest = {"teacher": strategy, "split": split, "config": config, "key": key,
                 "code_version": f"asc_lib {__version__}, teachers v{TEACHER_VERSION}",
-                "folder": str(folder), "train_files": split_part.filename.tolist(),
+                "train_files": split_part.filename.tolist(),
                 "test_files": test_part.filename.tolist(), "val_recordings": sorted(val_part.recording.unique()),
                 "monitored_test_clips": len(mon), "best_epoch": best,
                 "test_selected_epoch": int(np.argmax([h["test_acc"] for h in history])) + 1,
@@ -345,10 +357,16 @@ def load_logits(manifest: dict, part: str, files=None) -> np.ndarray:
     """A teacher's logits on ``part`` ("train" or "test") from its manifest, rows in the order of ``files``
     (clip names; default the manifest's order). A clip the teacher never saw is a clear error."""
     folder = Path(manifest["folder"])
-    logits = np.load(folder / f"{part}_logits.npy")
+    path = folder / f"{part}_logits.npy"
+    try:
+        logits = np.load(path)
+    except (ValueError, OSError) as err:  # missing, truncated, not a .npy file
+        raise RuntimeError(f"{path}: cannot read this teacher's logits ({type(err).__name__}: {err}); "
+                           f"delete {folder} to train it again") from err
     names = manifest[f"{part}_files"]
     if len(names) != len(logits):
-        raise ValueError(f"{folder}: {len(logits)} {part} logits for {len(names)} clips in manifest.json")
+        raise ValueError(f"{folder}: {len(logits)} {part} logits for {len(names)} clips in manifest.json; "
+                         f"delete {folder} to train it again")
     if files is None:
         return logits
     where = {n: i for i, n in enumerate(names)}

@@ -254,8 +254,10 @@ def test_a_rewritten_clip_is_decoded_again_and_stale_partial_builds_are_removed(
     stat = os.stat(files[0])
     write_sine(files[0], 999.0)  # same name and size, other samples
     os.utime(files[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the old time
-    partial = tmp_path / "cache" / "wave_16000_0123456789abcdef.partial.npy"  # left by a killed build
-    partial.write_bytes(b"x" * 1000)
+    left = [tmp_path / "cache" / f"wave_{sr}_0123456789abcdef.{part}.npy"  # left by killed builds
+            for sr in (16000, 32000) for part in ("partial", "done")]
+    for f in left:
+        f.write_bytes(b"x" * 1000)
     again = np.asarray(waveform_cache(files, 16000, tmp_path / "cache", progress=False))
     assert not np.array_equal(again[0], first[0]) and np.array_equal(again[1:], first[1:])
-    assert not partial.exists()
+    assert not any(f.exists() for f in left)

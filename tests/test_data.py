@@ -1,6 +1,7 @@
 """The TAU22 reader and the synthetic twin written in its layout."""
 
 import hashlib
+import os
 import re
 import shutil
 
@@ -168,8 +169,10 @@ def test_the_twin_passes_the_integrity_check(twin, capsys):
     ("split100_is_test", r"split100.csv: .* also in test.csv"),
     ("not_nested", r"split5.csv: 1 clip\(s\) not in split10.csv, e.g. .*: the splits must be nested"),
     ("duplicate_row", r"split25.csv: 1 clip\(s\) listed twice"),
+    ("duplicate_test_row", r"test.csv: 1 clip\(s\) listed twice"),
     ("header_only_test", r"test.csv: no clip of scene\(s\) airport, bus"),
     ("three_scenes", r"split5.csv: no clip of scene\(s\) .*every split needs all 10 scenes"),
+    ("meta_three_scenes", r"test.csv: no clip of scene\(s\) .*every split needs all 10 scenes"),
     ("part_of_a_recording", r"split50.csv: 1 recording\(s\) only in part"),
 ])
 def test_damaged_split_files_are_refused_naming_the_file(twin, tmp_path, damage, expected, capsys):
@@ -189,11 +192,19 @@ def test_damaged_split_files_are_refused_naming_the_file(twin, tmp_path, damage,
         write("split5", lines["split5"] + [extra])
     elif damage == "duplicate_row":
         write("split25", lines["split25"] + [lines["split25"][1]])
+    elif damage == "duplicate_test_row":
+        write("test", lines["test"] + [lines["test"][-1]])
     elif damage == "header_only_test":
         write("test", lines["test"][:1])
     elif damage == "three_scenes":
         keep = ("airport", "bus", "metro")
         write("split5", [r for r in lines["split5"] if r == lines["split5"][0] or r.endswith(keep)])
+    elif damage == "meta_three_scenes":  # a dataset of 3 scenes: every file consistent, test included
+        keep = lambda rows: [r for r in rows if r == rows[0] or r.split("\t")[0].startswith(
+            ("audio/airport-", "audio/bus-", "audio/metro-"))]
+        write("meta", keep(_rows(root / "meta.csv")))
+        for name, rows in lines.items():
+            write(name, keep(rows))
     elif damage == "part_of_a_recording":
         write("split50", [r for r in lines["split50"] if r != lines["split50"][1]])
     problems = tau.check_dataset(root)
@@ -202,3 +213,19 @@ def test_damaged_split_files_are_refused_naming_the_file(twin, tmp_path, damage,
     with pytest.raises(DatasetFormatError, match="problem"):
         dataset.prepare(str(root), profiles.get_profile("ci"))
     assert tau.main([str(root)]) == 1 and re.search(expected, capsys.readouterr().out)
+
+
+def test_a_rewritten_clip_changes_the_data_id_and_a_moved_folder_keeps_it(twin, tmp_path):
+    from asc_lib.data import tau
+
+    root = shutil.copytree(twin, tmp_path / "here")
+    memo = tmp_path / "hashes.json"
+    before = tau.data_id(root, memo)
+    moved = shutil.move(root, tmp_path / "there")
+    assert tau.data_id(moved, memo) == before  # a move is not a change: the runs on it are reused
+    clip = moved / read_meta(moved).filename[0]
+    stat, data = os.stat(clip), bytearray(clip.read_bytes())
+    data[-1] ^= 1  # one bit of the last sample, same size
+    clip.write_bytes(bytes(data))
+    os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the old modification time
+    assert tau.data_id(moved, memo) != before

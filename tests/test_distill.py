@@ -60,6 +60,7 @@ def test_student_runs_from_scratch_and_from_an_ensemble(setup, capsys):  # noqa:
     assert scratch["teacher"] == "scratch" and ens["teacher"] == "SSL + SSL+SL"
     assert ens["config"]["teachers"] == {"SSL": mans["SSL"]["key"], "SSL+SL": mans["SSL+SL"]["key"]}
     assert scratch["key"] != ens["key"] and len(ens["history"]) == 2
+    assert ens["config"]["data"] == dataset.data_key(root, profile.name)  # with the clips' bytes (test_data)
     logits = np.load(Path(ens["folder"]) / "test_logits.npy")
     assert logits.shape == (len(kw["test_part"]), 10)
     model = distill.load_student(ens)

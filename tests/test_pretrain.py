@@ -14,8 +14,9 @@ from asc_lib.data.cache import waveform_cache
 from asc_lib.data.synthetic import POOL_SOURCES, make_sound_pool
 from asc_lib.models.beats import BEATs, load_beats_checkpoint, save_beats_checkpoint
 from asc_lib.data.dataset import read_pool
-from asc_lib.pretrain import (MaskedPatchModel, RandomProjectionTokenizer, n_visible, pool_fbank, pretrain,
-                              small_config, tag_finetune, tokenize_all)
+from asc_lib.pretrain import (MaskedPatchModel, RandomProjectionTokenizer, SelfDistilledTokenizer, n_visible,
+                              pool_fbank, pretrain, small_config, tag_finetune, teacher_tokens, tokenize_all,
+                              train_tokenizer)
 from asc_lib.repro import seed_everything
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,6 +175,40 @@ def test_pretraining_learns_beyond_frequent_code_and_is_deterministic(pool, tmp_
         b, _ = loaded.extract_features(wave)
     assert a.shape == (3, 48, 64)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_self_distilled_tokenizer_learns_its_teacher_and_labels_for_the_next_iteration(pool):
+    fb = pool[5]
+    torch.manual_seed(0)
+    teacher = BEATs(tiny_cfg())  # any encoder: the tokenizer learns codes that predict its outputs
+    targets = teacher_tokens(teacher, fb, batch=16)
+    assert targets.shape == (48, 48, 64)
+
+    def trained(seed):
+        g = seed_everything(seed, 2)
+        tok = SelfDistilledTokenizer(teacher_dim=64, codes=64, code_dim=8, width=32)
+        lines = []
+        hist = train_tokenizer(tok, fb, targets, epochs=30, batch_size=16, lr=3e-3, generator=g, log=lines.append)
+        return tok, hist, lines
+
+    tok, hist, lines = trained(0)
+    assert len(hist) == len(lines) == 30 and "cosine to the teacher" in lines[-1]
+    assert hist[-1]["cosine"] > hist[0]["cosine"] + 0.1, (hist[0], hist[-1])  # it learns to rebuild the teacher
+    assert 1 < hist[-1]["codes"] <= 64
+    assert not any(p.requires_grad for p in tok.parameters()) and not tok.training  # frozen: it only labels
+    torch.testing.assert_close(tok.codebook.norm(dim=-1), torch.ones(64))  # unit codes
+    labels = tokenize_all(tok, fb)
+    assert labels.shape == (48, 48) and int(labels.max()) < 64
+    assert torch.equal(labels, (tok.encode(fb) @ tok.codebook.T).argmax(-1))  # the nearest code (cosine)
+    assert torch.equal(labels, tokenize_all(trained(0)[0], fb))  # deterministic from its seed
+
+    # the next iteration pre-trains on these labels, the tokenizer untouched
+    model = MaskedPatchModel(BEATs(tiny_cfg()), tok)
+    before = {k: v.clone() for k, v in tok.state_dict().items()}
+    hist = pretrain(model, fb, epochs=2, batch_size=16, lr=1e-3, generator=seed_everything(0, 2), log=None,
+                    progress=False)
+    assert len(hist) == 2 and np.isfinite(hist[-1]["loss"])
+    assert all(torch.equal(before[k], v) for k, v in tok.state_dict().items())
 
 
 # ---------------------------------------------------------------------------------- SL stage

@@ -39,26 +39,26 @@ def setup(tmp_path_factory):
         yield profile, root, meta, ckpts
 
 
-def killed_in_epoch_2(train):
-    """``train`` as if the machine stopped while epoch 2 was being scored (for the resume tests)."""
+def killed_in_epoch(train, epoch):
+    """``train`` as if the machine stopped while epoch ``epoch`` was being scored (for the resume tests)."""
     def cut(*args, evaluate, **kwargs):
         def scored(model, calls=[]):
             calls.append(1)
-            if len(calls) == 2:
+            if len(calls) == epoch:
                 raise KeyboardInterrupt
             return evaluate(model)
         return train(*args, evaluate=scored, **kwargs)
     return cut
 
 
-def whole_and_resumed(module, run, monkeypatch, tmp_path):
-    """``run()`` once uninterrupted, then in another artifacts folder killed in epoch 2 (``module.train``
-    cut) and run again to resume: ``(whole, resumed)`` manifests."""
+def whole_and_resumed(module, run, monkeypatch, tmp_path, killed=2):
+    """``run()`` once uninterrupted, then in another artifacts folder killed in epoch ``killed``
+    (``module.train`` cut) and run again to resume: ``(whole, resumed)`` manifests."""
     monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "whole"))
     whole = run()
     real = module.train
     monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "cut"))
-    monkeypatch.setattr(module, "train", killed_in_epoch_2(real))
+    monkeypatch.setattr(module, "train", killed_in_epoch(real, killed))
     with pytest.raises(KeyboardInterrupt):
         run()
     monkeypatch.setattr(module, "train", real)
@@ -153,6 +153,7 @@ def test_run_writes_a_manifest_logits_and_is_reused(setup, capsys):
     assert m["train_files"] == split.filename.tolist()
     assert np.load(folder / "train_logits.npy").shape == (len(split), 10)
     assert m["teacher"] == "SSL" and m["split"] == 100 and "teachers v" in m["code_version"]
+    assert m["config"]["data"] == dataset.data_key(root, profile.name)  # with the clips' bytes (test_data)
     assert len(m["history"]) == 2 and 1 <= m["best_epoch"] <= 2
     assert m["val_selected_test_acc"] == m["history"][m["best_epoch"] - 1]["test_acc"]
     assert m["test_selected_test_acc"] == max(h["test_acc"] for h in m["history"])
@@ -164,7 +165,7 @@ def test_run_writes_a_manifest_logits_and_is_reused(setup, capsys):
     assert macro_accuracy(dataset.labels(test), pred, 10) * 100 == pytest.approx(m["test"]["macro"])
     capsys.readouterr()
     again = _run(setup, "SSL")
-    assert again == json.loads((folder / "manifest.json").read_text())
+    assert again == m and "folder" not in json.loads((folder / "manifest.json").read_text())  # no path kept
     assert "reusing" in capsys.readouterr().err
 
 
@@ -180,6 +181,48 @@ def test_other_weights_under_the_same_name_and_size_make_another_run(setup, tmp_
     assert first.stat().st_size == size
     other = teachers.checkpoint_ids({"SSL": first}, profile.name)
     assert other["SSL"][0] == "ssl.pt" and other != ids
+
+
+def test_a_swapped_checkpoint_trains_again_on_its_own_tokens(setup, monkeypatch, tmp_path, capsys):
+    import shutil
+
+    profile, root, meta, ckpts = setup
+    path = Path(shutil.copy(ckpts["SSL"], tmp_path / "ssl.pt"))
+    w16 = dataset.waves(meta, 16000, profile)
+    inputs = teachers.TeacherInputs(w16, cache=True)  # one kernel: the cached tokens outlive the file
+    kw = dict(meta=meta, split_part=read_split(root, 100, meta), test_part=read_split(root, "test", meta), w16=w16,
+              checkpoints={**ckpts, "SSL": path}, settings=profile.teachers, root=root, profile=profile.name, seed=0,
+              device="cpu", progress=False)
+    monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "a"))
+    first = teachers.run_teacher("SSL*", 100, inputs=inputs, **kw)
+    torch.manual_seed(1)
+    save_beats_checkpoint(BEATs(TINY_BEATS), path)  # other weights under the same name
+    capsys.readouterr()
+    second = teachers.run_teacher("SSL*", 100, inputs=inputs, **kw)
+    assert "reusing" not in capsys.readouterr().err and second["key"] != first["key"]
+    monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "b"))  # the same run in a fresh process
+    fresh = teachers.run_teacher("SSL*", 100, inputs=teachers.TeacherInputs(w16, cache=True), **kw)
+    assert np.array_equal(teachers.load_logits(second, "test"), teachers.load_logits(fresh, "test"))
+
+
+def test_a_damaged_manifest_or_logits_file_is_named_with_the_way_out(setup):
+    import re
+
+    m = _run(setup, "SSL")
+    folder = Path(m["folder"])
+    kept = {name: (folder / name).read_bytes() for name in ("manifest.json", "test_logits.npy")}
+    try:
+        (folder / "test_logits.npy").write_bytes(b"\x93NUMPY cut short")
+        with pytest.raises(RuntimeError, match=rf"test_logits.npy: cannot read this teacher's logits .*; "
+                                               rf"delete {re.escape(str(folder))} to train it again"):
+            teachers.load_logits(m, "test")
+        (folder / "manifest.json").write_text('{"teacher": "SSL", ')
+        with pytest.raises(RuntimeError, match=r"manifest.json: cannot read this run's manifest .*; delete .* to "
+                                               r"train this run again"):
+            _run(setup, "SSL")
+    finally:
+        for name, data in kept.items():
+            (folder / name).write_bytes(data)
 
 
 def test_frozen_run_leaves_the_encoder_as_loaded(setup):
@@ -230,17 +273,28 @@ def test_cached_inputs_give_the_same_teacher(setup):
     assert np.allclose(teachers.load_logits(m, "train"), teachers.load_logits(plain, "train"), atol=1e-4)
 
 
-@pytest.mark.parametrize("monitor", [1.0, 0.5])
-def test_a_resumed_teacher_publishes_what_an_uninterrupted_one_does(setup, monkeypatch, tmp_path, monitor):
+@pytest.mark.parametrize("strategy, monitor, killed", [
+    ("SSL+SL", 1.0, 2), ("SSL+SL", 0.5, 2),  # the whole test split monitored, or only a share
+    ("SSL*", 1.0, 2),  # the frozen encoder: only the head trains, on cached tokens
+    ("SSL+SL", 1.0, 4),  # resumed after its selected epoch: that epoch's test logits were never kept
+])
+def test_a_resumed_teacher_publishes_what_an_uninterrupted_one_does(setup, monkeypatch, tmp_path, strategy, monitor,
+                                                                   killed):
     profile, root, meta, ckpts = setup
-    settings = replace(profile.teachers, test_monitor=monitor, finetune=replace(profile.teachers.finetune, epochs=4))
+    t = profile.teachers
+    # 4 epochs; the frozen head at a rate at which its best epoch is not the last (checked below)
+    settings = replace(t, test_monitor=monitor, finetune=replace(t.finetune, epochs=4),
+                       frozen=replace(t.frozen, epochs=4, lr=1e-2))
+    w16 = dataset.waves(meta, 16000, profile)
     kw = dict(meta=meta, split_part=read_split(root, 100, meta), test_part=read_split(root, "test", meta),
-              w16=dataset.waves(meta, 16000, profile), checkpoints=ckpts, settings=settings, root=root,
-              profile=profile.name, seed=0, device="cpu", progress=False)
-    whole, resumed = whole_and_resumed(teachers, lambda: teachers.run_teacher("SSL+SL", 100, **kw),
-                                       monkeypatch, tmp_path)
+              w16=w16, checkpoints=ckpts, settings=settings, root=root, profile=profile.name, seed=0, device="cpu",
+              progress=False)
+    run = lambda: teachers.run_teacher(strategy, 100, inputs=teachers.TeacherInputs(w16, cache=True), **kw)
+    whole, resumed = whole_and_resumed(teachers, run, monkeypatch, tmp_path, killed)
 
     assert_same_publication(whole, resumed, ("test_logits.npy", "train_logits.npy"))
+    # not the last epoch: a resume that mislaid the monitored logits would publish another epoch's
+    assert whole["best_epoch"] < 4
 
 
 def test_a_moved_artifacts_folder_is_still_reused(setup, monkeypatch, tmp_path, capsys):

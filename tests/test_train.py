@@ -285,6 +285,7 @@ def test_a_damaged_checkpoint_is_named_with_the_way_out(tmp_path, damage):
     with pytest.raises(RuntimeError, match=f"{re.escape(str(path))}: .*; delete {re.escape(str(path))} to start") as err:
         run(workdir=tmp_path)
     assert "weights_only=False" not in str(err.value)
+    assert ("holds objects that are not plain data" in str(err.value)) == (damage == "code")
 
 
 # ---------------------------------------------------------------------------------------- params

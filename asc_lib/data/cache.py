@@ -9,7 +9,8 @@ The build is atomic and resumable. Rows are written into ``<name>.partial.npy`` 
 ``<name>.done.npy`` progress mask, both flushed after every chunk (data first, then mask, so a row
 marked done is on disk). When every row is done the partial file is renamed to ``<name>.npy`` with
 :func:`os.replace`. Only a file under the final name is ever trusted; an interrupted build (an
-exception, Ctrl-C, a killed kernel) picks up at the next call where the mask says it stopped.
+exception, Ctrl-C, a killed kernel) picks up at the next call where the mask says it stopped. A build
+that starts deletes the partial files of every other build in its folder: they would never be resumed.
 Two processes must not build the same cache at the same time.
 """
 
@@ -120,6 +121,7 @@ def content_hashes(files: list[Path], memo: Path | None = None) -> list[str]:
             changed = True
         out.append(entry[4])
     if memo is not None and changed:
+        memo.parent.mkdir(parents=True, exist_ok=True)
         tmp = memo.with_suffix(".tmp")
         tmp.write_text(json.dumps(known))
         os.replace(tmp, memo)
@@ -205,8 +207,10 @@ def waveform_cache(files: list[Path], sr: int, cache_dir: Path, *, source_sr: in
                       f"{final.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
             return out
 
-    for stale in [*cache_dir.glob(f"wave_{sr}_*.partial.npy"), *cache_dir.glob(f"wave_{sr}_*.done.npy")]:
-        if not stale.name.startswith(f"{name}."):  # an interrupted build of other clips: never resumed
+    # an interrupted build of other clips or another rate is never resumed once another build starts
+    # (the chapters build each rate in turn, so a build starting means the others finished or went stale)
+    for stale in [*cache_dir.glob("wave_*.partial.npy"), *cache_dir.glob("wave_*.done.npy")]:
+        if not stale.name.startswith(f"{name}."):
             stale.unlink()
     data, done = _open_partial(partial, mask, shape)
     todo = np.flatnonzero(~done[:])

@@ -32,7 +32,7 @@ def prepare(data_root: str, profile: Profile, seed: int = 0) -> Path:
         if problems:
             raise DatasetFormatError(f"{root}: {len(problems)} problem(s) in its split files (all of them: "
                                      f"python -m asc_lib.data.tau {root}):\n" + "\n".join(problems[:10]))
-        fingerprint = data_id(root)
+        fingerprint = data_key(root, profile.name)
         checked = artifacts_dir(profile.name) / f"audio-checked-{fingerprint}"  # once per dataset
         if not checked.is_file():
             problems = check_audio(root)
@@ -51,6 +51,12 @@ def prepare(data_root: str, profile: Profile, seed: int = 0) -> Path:
 def waves(meta: pd.DataFrame, sr: int, profile: Profile) -> np.ndarray:
     """Every clip of ``meta`` at ``sr`` (rows in ``meta``'s order), from the on-disk cache."""
     return waveform_cache([Path(p) for p in meta.path], sr, artifacts_dir(profile.name) / "waves")
+
+
+def data_key(root: Path, profile: str) -> str:
+    """:func:`~asc_lib.data.tau.data_id` of ``root``, the clips' hashes remembered with the waveform cache's
+    (``artifacts/<profile>/waves/hashes.json``): the run keys of teachers and students."""
+    return data_id(root, memo=artifacts_dir(profile) / "waves" / "hashes.json")
 
 
 def rows(meta: pd.DataFrame, part: pd.DataFrame) -> np.ndarray:

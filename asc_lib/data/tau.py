@@ -153,11 +153,18 @@ def check_dataset(root: Path, meta: pd.DataFrame | None = None) -> list[str]:
     return problems
 
 
-def data_id(root: Path) -> str:
-    """A fingerprint of the TAU22 folder ``root``: its meta.csv and split files."""
+def data_id(root: Path, memo: Path | None = None) -> str:
+    """A fingerprint of the TAU22 folder ``root``: its meta.csv, its split files and the bytes of every clip
+    meta.csv lists, so that a rewritten clip makes every run on it another run. Each clip is hashed once
+    and remembered in ``memo`` (see :func:`asc_lib.data.cache.content_hashes`); moving the folder keeps it."""
+    from .cache import content_hashes  # torch is imported there: not needed to read a folder
+
     h = hashlib.sha256()
     for name in ("meta.csv", "test.csv", *(f"split{s}.csv" for s in SPLITS)):
         h.update((Path(root) / name).read_bytes())
+    names = read_meta(root).filename.tolist()
+    for name, digest in zip(names, content_hashes([Path(root) / n for n in names], memo)):
+        h.update(f"{name}\t{digest}\n".encode())
     return h.hexdigest()[:16]
 
 
