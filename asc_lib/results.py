@@ -159,3 +159,50 @@ def compare(published: pd.DataFrame, new: pd.DataFrame, seeds: pd.DataFrame, k: 
                            "margin new": claim_margins(new).iloc[0]})
     claims["verdict changed"] = (claims["margin published"] > 0) != (claims["margin new"] > 0)
     return both.drop(columns=["seed published", "seed new", "sd"]), claims
+
+
+# bench/convergence.py's roles, as the chapters' tables name them, and the two claims they decide
+LONGER_ROLES = {"teacher:SSL+SL": "teacher: SSL+SL", "teacher:scratch": "teacher: scratch",
+                "student:scratch": "student: from scratch", "student:SSL+SL": "student: KD from SSL+SL"}
+LONGER_CLAIMS = {"pre-training: the SSL+SL teacher beats the teacher from scratch":
+                     ("teacher: SSL+SL", "teacher: scratch"),
+                 "distillation: KD from SSL+SL beats the student from scratch":
+                     ("student: KD from SSL+SL", "student: from scratch")}
+
+
+def longer_training(conv: pd.DataFrame, chapters: pd.DataFrame, path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The side runs of ``bench/convergence.py`` (``conv``, read from ``path``: the same runs with ``scale``
+    times the book's steps) next to the chapters' own runs (``chapters``, as :func:`systems` gives them).
+
+    Returns one row per system and split (accuracy, its 95 % interval and the last-third drop of validation
+    loss at each scale) and one row per claim of :data:`LONGER_CLAIMS`, split and scale: the margin, the
+    mean half-width of the two accuracies' intervals, and the verdict (``not resolved`` when the margin is
+    smaller than that half-width). The scale-1 rows must be the chapters' numbers: otherwise the file is
+    stale."""
+    c = conv.assign(system=conv.role.map(LONGER_ROLES))
+    roles = sorted(LONGER_ROLES.values())
+    complete = c.groupby(["split", "scale"]).system.apply(lambda s: sorted(s.dropna()) == roles)
+    if not len(c) or not complete.all():
+        raise ValueError(f"{path}: expected exactly the roles {', '.join(LONGER_ROLES)} at every split and scale; "
+                         f"run python bench/convergence.py --scales 1 4 --csv {path}")
+    base = c[c.scale == 1].set_index(["system", "split"])["test acc"]
+    mine = chapters.set_index(["system", "split"]).accuracy.reindex(base.index)
+    off = (base - mine).abs().fillna(float("inf")).max() if len(base) else float("inf")
+    if off > 0.01:
+        raise ValueError(f"{path} is stale: its scale-1 runs are not the chapters' (they differ by up to "
+                         f"{off:.2f} points, or are missing); run python bench/convergence.py --scales 1 4 "
+                         f"--csv {path}")
+    c = c.assign(ci=[f"{lo:.1f}-{hi:.1f}" for lo, hi in zip(c["ci low"], c["ci high"])],
+                 half=(c["ci high"] - c["ci low"]) / 2)
+    wide = c.pivot(index=["system", "split"], columns="scale", values=["test acc", "ci", "tail drop"])
+    wide.columns = [f"{k}x {'accuracy' if v == 'test acc' else v}" for v, k in wide.columns]
+    wide = wide[sorted(wide.columns, key=lambda n: int(n.split("x")[0]))].infer_objects()
+    at = c.set_index(["system", "split", "scale"])
+    rows = []
+    for claim, (a, b) in LONGER_CLAIMS.items():
+        for split, scale in sorted({(s, k) for s, k in zip(c.split, c.scale)}):
+            margin = at.loc[(a, split, scale), "test acc"] - at.loc[(b, split, scale), "test acc"]
+            half = (at.loc[(a, split, scale), "half"] + at.loc[(b, split, scale), "half"]) / 2
+            rows.append({"claim": claim, "split": split, "scale": scale, "margin": margin, "half-width": half,
+                         "verdict": "not resolved" if abs(margin) < half else "holds" if margin > 0 else "fails"})
+    return wide, pd.DataFrame(rows).set_index(["claim", "split", "scale"])

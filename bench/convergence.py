@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import time
 
-import numpy as np
+import pandas as pd
 
 from asc_lib import checkpoints, distill, profiles, teachers
 from asc_lib.data import SCENES, dataset
@@ -44,7 +45,11 @@ def main():
     parser.add_argument("--lr-scales", type=float, nargs="+", default=[1.0],
                         help="multiply the teachers' and the student's learning rates")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--csv", help="also write the table here (book/results/convergence.csv is read by the "
+                                      "Results chapter)")
     args = parser.parse_args()
+    if args.csv and args.lr_scales != [1.0]:
+        parser.error("--csv records the book's learning rates only: leave out --lr-scales")
     P = profiles.get_profile("ci")
     seed_everything(args.seed, threads=P.threads)
     root = dataset.prepare("", P, 0)
@@ -88,11 +93,15 @@ def main():
                              "clips seen": recipe.epochs * recipe.steps_per_epoch * recipe.batch_size,
                              "best epoch": f"{m['best_epoch']}/{len(h)}", "val loss": min(val),
                              "tail drop": min(val[:-third]) - min(val[-third:]), "test acc": m["test"]["macro"],
-                             "95% CI": f"{lo:.1f}-{hi:.1f}", "seconds": m.get("seconds", time.perf_counter() - t0)})
+                             "ci low": lo, "ci high": hi, "seconds": m.get("seconds", time.perf_counter() - t0)})
                 print(rows[-1], flush=True)
-    import pandas as pd
-
-    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    if args.csv:
+        part = f"{args.csv}.partial"  # never a half-written table where the Results chapter reads it
+        table.drop(columns="seconds").to_csv(part, index=False)
+        os.replace(part, args.csv)
+        print(f"wrote {args.csv}")
 
 
 if __name__ == "__main__":

@@ -275,6 +275,34 @@ def test_convergence_reports_steps_selection_and_the_last_third_drop():
     assert table.loc[("flat", 5), "selected epoch"] == "4/6" and table.loc[("falling", 100), "lowest val loss"] == 0.7
 
 
+def test_longer_training_sets_the_side_runs_beside_the_chapters_and_refuses_stale_ones():
+    from asc_lib import results
+
+    acc = {"teacher:SSL+SL": (60, 70), "teacher:scratch": (40, 68), "student:scratch": (50, 75),
+           "student:SSL+SL": (45, 72)}  # (scale 1, scale 4) on both splits
+    conv = pd.DataFrame([{"split": split, "role": role, "scale": k, "test acc": a[i] + split / 100,
+                          "ci low": a[i] - 3, "ci high": a[i] + 3, "tail drop": 0.1 / k}
+                         for split in (5, 100) for role, a in acc.items() for i, k in enumerate((1, 4))])
+    chapters = pd.DataFrame([{"system": results.LONGER_ROLES[r], "split": s, "seed": 0, "accuracy": a[0] + s / 100}
+                             for s in (5, 100) for r, a in acc.items()])
+    wide, claims = results.longer_training(conv, chapters, "convergence.csv")
+    assert list(wide.columns[:3]) == ["1x accuracy", "1x ci", "1x tail drop"] and "4x ci" in wide.columns
+    assert wide.loc[("teacher: scratch", 100), "4x accuracy"] == 69 and wide.loc[("teacher: scratch", 5), "1x ci"] == "37.0-43.0"
+    pre, kd = results.LONGER_CLAIMS
+    assert claims.loc[(pre, 5, 1), "margin"] == pytest.approx(20) and claims.loc[(pre, 5, 1), "verdict"] == "holds"
+    assert claims.loc[(pre, 100, 4), "margin"] == pytest.approx(2) and claims.loc[(pre, 100, 4), "verdict"] == "not resolved"
+    assert claims.loc[(kd, 5, 1), "margin"] == pytest.approx(-5) and claims.loc[(kd, 5, 1), "verdict"] == "fails"
+    assert claims.loc[(kd, 100, 4), "half-width"] == pytest.approx(3) and len(claims) == 8
+
+    moved = chapters.assign(accuracy=chapters.accuracy + (chapters.system == "student: from scratch") * 0.5)
+    with pytest.raises(ValueError, match=r"convergence\.csv is stale.*0\.50.*--csv convergence\.csv"):
+        results.longer_training(conv, moved, "convergence.csv")
+    with pytest.raises(ValueError, match="stale"):  # no scale-1 runs to check against the chapters
+        results.longer_training(conv[conv.scale == 4], chapters, "convergence.csv")
+    with pytest.raises(ValueError, match="convergence.csv: expected exactly the roles"):
+        results.longer_training(conv[conv.role != "teacher:scratch"], chapters, "convergence.csv")
+
+
 def test_compare_flags_numbers_beyond_the_seed_spread_and_changed_verdicts(tmp_path):
     from asc_lib import book, results
 
