@@ -32,7 +32,7 @@ from .pretrain import (MaskedPatchModel, RandomProjectionTokenizer, SelfDistille
 from .profiles import Profile
 from .repro import seed_everything
 
-PRETRAIN_VERSION = 2  # bump when pre-training's results change
+PRETRAIN_VERSION = 3  # bump when pre-training's results change
 OFFICIAL = {"SSL": "BEATs_iter3_plus_AS2M.pt", "SSL+SL": "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt"}
 
 

@@ -36,7 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from asc_lib.features import beats_fbank
-from asc_lib.models.beats import BEATs, BEATsConfig, released_config
+from asc_lib.models.beats import BEATs, BEATsConfig, Linear, released_config
 
 __all__ = ["small_config", "RandomProjectionTokenizer", "SelfDistilledTokenizer", "MaskedPatchModel", "pretrain",
            "tag_finetune", "teacher_tokens", "train_tokenizer", "pool_fbank", "tokenize_all", "fbank_patches",
@@ -251,7 +251,7 @@ class MaskedPatchModel(nn.Module):
                                            activation="gelu", batch_first=True, norm_first=True)
         self.predictor = nn.TransformerEncoder(layer, predictor_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(C)
-        self.head = nn.Linear(C, self.tokenizer.codes)
+        self.head = Linear(C, self.tokenizer.codes)
 
     @staticmethod
     def sample_mask(B: int, T: int, mask_ratio: float, generator: torch.Generator | None) -> torch.Tensor:

@@ -64,10 +64,12 @@ def fingerprint() -> None:
     from asc_lib.data.cache import _fit, _resampler
     from asc_lib.features import beats_fbank, student_logmel
     from asc_lib.kernels import kernels_status
-    from asc_lib.models.beats import BEATs, BEATsConfig
+    from asc_lib.models.beats import BEATs, BEATsConfig, Linear
     from asc_lib.models.tfsepnet import TFSepNet
     from asc_lib.models.tiny import TinyCNN
     from asc_lib.repro import seed_everything
+    from asc_lib.pretrain import small_config
+    from asc_lib.teachers import TokenClassifier
     from asc_lib.train import fit, predict_logits
 
     from numpy._core._multiarray_umath import __cpu_features__ as npy_features
@@ -124,6 +126,13 @@ def fingerprint() -> None:
     yc = torch.nn.functional.conv2d(xc, wc, padding=1)
     yc.square().sum().backward()
     item("torch.conv2d (oneDNN)", yc, xc.grad, wc.grad, primitive=True)
+    for rows, n_in, n_out in [(1536, 192, 768), (3072, 768, 192), (768, 192, 1024)]:  # the ci BEATs' sizes
+        lin = Linear(n_in, n_out)
+        xl = torch.randn(rows, n_in, requires_grad=True)
+        yl = lin(xl)
+        yl.square().sum().backward()
+        item(f"beats.Linear_{rows}x{n_in}x{n_out}", yl, xl.grad, lin.weight.grad,
+             lin.bias.grad, primitive=True)
     item("torch.softmax_gelu (ATen)", torch.softmax(x.view(-1, 100), -1), torch.nn.functional.gelu(x),
          primitive=True)
     p = torch.nn.Parameter(torch.randn(1000))
@@ -167,6 +176,20 @@ def fingerprint() -> None:
     item("beats.forward", out)
     item("beats.backward", *grads)
     item("beats.adamw_5_steps", *params)
+
+    # (d2) the ci teachers' BEATs at its size (4 layers of width 192, a batch of 32 clips): 2 AdamW
+    # steps of a TokenClassifier, then eval logits of a batch of 64 (as a teacher scores)
+    torch.manual_seed(4)
+    teacher = TokenClassifier(BEATs(small_config()))
+    opt = torch.optim.AdamW(teacher.parameters(), lr=5e-4, weight_decay=0.01, fused=True)
+    xt = torch.randn(64, 98, 128)
+    yt = torch.arange(32) % 10
+    out, grads, params = train_steps(teacher, lambda: teacher(xt[:32]),
+                                     lambda o: torch.nn.functional.cross_entropy(o, yt), opt, 2)
+    teacher.eval()
+    with torch.no_grad():
+        scored = teacher(xt)
+    item("teacher.train_2_steps_and_score", out, *grads, *params, scored)
 
     # (e) TF-SepNet (the paper's student, full width) on a (4, 1, 64, 33) batch: 5 Adam steps; Freq-MixStyle
     torch.manual_seed(2)

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from asc_lib.models.beats import (BEATs, BEATsCheckpointError, BEATsConfig, load_beats_checkpoint,
                                   relative_position_bucket, released_config, save_beats_checkpoint)
@@ -392,3 +393,29 @@ def test_matches_reference_values_from_the_official_code():
                                            [0.7147480, 0.3963022, 0.3558746, 0.7122754, 0.4055445]]), atol=1e-6)
     assert torch.allclose(pmask, torch.tensor([[0.7150933, 0.4072225, 0.3517847, 0.7124482, 0.4132852],
                                                [0.7147480, 0.3963022, 0.3558746, 0.7122754, 0.4055445]]), atol=1e-6)
+
+
+def test_linear_on_onednn_is_nn_linear_in_value_gradients_and_state_dict():
+    from asc_lib.models import beats as beats_module
+
+    torch.manual_seed(0)
+    lin = beats_module.Linear(24, 40)
+    ref = nn.Linear(24, 40)
+    ref.load_state_dict(lin.state_dict())  # the same keys and shapes: checkpoints load either way
+    x = torch.randn(3, 7, 24, requires_grad=True)
+    xr = x.detach().clone().requires_grad_()
+    y, yr = lin(x), ref(xr)
+    assert y.shape == (3, 7, 40)
+    torch.testing.assert_close(y, yr, rtol=1e-5, atol=1e-5)
+    (y.square().sum()).backward()
+    (yr.square().sum()).backward()
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(lin.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(lin.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
+    # where the kernels are pinned (x86-64, the tests' default), the product runs on oneDNN's conv
+    assert beats_module._ONEDNN_LINEAR == beats_module.kernels_pinned()
+    if beats_module._ONEDNN_LINEAR:
+        with torch.autograd.profiler.profile() as prof:
+            lin(x)
+        names = {e.name for e in prof.function_events}
+        assert "aten::convolution" in names and "aten::addmm" not in names
