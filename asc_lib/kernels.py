@@ -23,8 +23,9 @@ PINNED_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's own vectorised kernels (elementwise ops, reductions, sleef)
     # MKL (BLAS, FFT, and torch's log/exp/erf/sqrt through VML): COMPATIBLE, because MKL honours no other
     # branch on AMD CPUs (AVX2 there silently means AUTO); with AVX2 an Intel CPU took other FFT and
-    # log/exp kernels than an AMD one. Costs ~2x on sgemm (Linear layers: the ci BEATs' train step
-    # 0.29 -> 0.57 s on Zen 4; TF-SepNet, mostly oneDNN, ~10 %); FFT and VML not measurably slower.
+    # log/exp kernels than an AMD one. Costs 2-2.5x on sgemm, so BEATs' large Linear layers run on
+    # oneDNN instead (asc_lib.models.beats.Linear); TF-SepNet, mostly oneDNN, ~10 %; FFT and VML not
+    # measurably slower.
     "MKL_CBWR": "COMPATIBLE,STRICT",
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN (convolutions)
     "DNNL_MAX_CPU_ISA": "AVX2",  # the same, as older oneDNN builds spell it
