@@ -6,13 +6,17 @@ MACs are counted the way the challenge counts them: the DCASE2024 baseline
 other layers with parameters (BatchNorm) their parameter count once; parameter-free operations
 (pooling, means, residual adds, ResNorm) count nothing.
 
-Measured with torchinfo 1.8.0 for one 1 s clip (65 frames):
+The input is one 1 s clip as the model receives it (:func:`clip_shape`). The student's features (as
+the authors' ``CpMel``) pre-emphasise the waveform with a two-tap filter that drops one sample, so the
+centred STFT (hop 500) gives 64 frames; the baseline's torchaudio ``MelSpectrogram`` has no pre-emphasis
+and gives 65. Measured with torchinfo 1.8.0:
 
-- CP-Mobile (baseline defaults), (1, 1, 256, 65): 61,148 params, 29,419,156 MACs, the baseline
-  README's figure exactly.
-- TF-SepNet-64, (1, 1, 512, 65) (the authors' input): 126,858 params, 30,740,608 MACs
-  (30,735,168 conv + 5,440 BatchNorm), i.e. the ~30.7 M counted by hand, just above 30 M.
-- TF-SepNet-64, (1, 1, 256, 65): 15,444,448 MACs (15,439,008 conv + 5,440 BatchNorm), the ~15.4 M.
+- CP-Mobile (baseline defaults), (1, 1, 256, 65), the baseline's own input: 61,148 params, 29,419,156 MACs,
+  the baseline README's figure exactly.
+- TF-SepNet-64, (1, 1, 512, 64) (the authors' input): 126,858 params, 29,419,648 MACs, within 30 M; at
+  65 frames it would be 30,740,608 (30,735,168 conv + 5,440 BatchNorm), the ~30.7 M counted by hand, just
+  above. One frame decides the verdict.
+- TF-SepNet-64, (1, 1, 256, 64): 14,782,944 MACs (15,444,448 at 65 frames, the ~15.4 M).
 """
 
 from __future__ import annotations
@@ -27,6 +31,14 @@ MAX_PARAM_BYTES = 128 * 1024  # 128 kB: 131,072 parameters in INT8
 MAX_MACS = 30_000_000
 
 
+def clip_shape(n_mels: int, sr: int = 32000) -> tuple[int, int, int, int]:
+    """The student's input for one 1 s clip, ``(1, 1, n_mels, frames)``, taken from the feature function
+    itself (:func:`asc_lib.features.student_logmel`): 64 frames at 32 kHz."""
+    from .features import student_logmel
+
+    return (1, 1, *student_logmel(torch.zeros(1, sr), sr=sr, n_mels=n_mels).shape[1:])
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -38,7 +50,7 @@ def param_bytes(model: nn.Module, bits: int = 8) -> int:
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one forward pass on a random input of ``input_shape``
-    (batch included, e.g. (1, 1, 256, 65)), as ``torchinfo.summary(...).total_mult_adds``.
+    (batch included, e.g. (1, 1, 256, 64)), as ``torchinfo.summary(...).total_mult_adds``.
 
     Runs on a CPU copy of ``model`` in eval mode, so the caller's model (device, mode, BatchNorm
     statistics) is untouched.
@@ -55,7 +67,7 @@ def complexity_table(models: dict[str, nn.Module], inputs: dict[str, tuple[int, 
     """One row per (model, input setting): params, bytes at INT8 and float16, MACs and the fit flags.
 
     ``models`` maps a name to a model, ``inputs`` a setting's name to an input shape such as
-    ``{"256 mels": (1, 1, 256, 65)}``; every model is run on every input. Columns: ``model``,
+    ``{"256 mels": (1, 1, 256, 64)}``; every model is run on every input. Columns: ``model``,
     ``input``, ``input_shape``, ``params``, ``bytes_int8``, ``bytes_fp16``, ``macs``,
     ``fits_memory_int8``, ``fits_memory_fp16`` (bytes <= :data:`MAX_PARAM_BYTES`) and ``fits_macs``
     (MACs <= :data:`MAX_MACS`).

@@ -93,6 +93,18 @@ def convergence(runs: dict, recipe_of) -> pd.DataFrame:
     return pd.DataFrame(out).set_index(["run", "split"])
 
 
+FLAT = 0.02  # a run whose lowest validation loss fell by more than this in its last third was still learning
+
+
+def still_learning(drops: pd.Series) -> str:
+    """The line under a convergence table: how many runs (``drops``: ``(name, split) -> last-third drop``)
+    lowered their lowest validation loss by more than :data:`FLAT` in the last third of their epochs, and which."""
+    still = drops[drops > FLAT]
+    which = ", ".join(f"{name} {split} %" for name, split in still.index)
+    return (f"{len(still)} of {len(drops)} runs lowered their validation loss by more than {FLAT} in the last third "
+            f"of their epochs" + (f": {which}" if which else ""))
+
+
 def _mean_over_splits(seeds: pd.DataFrame) -> pd.DataFrame:
     """``seeds`` (long: system, split, seed, accuracy) -> accuracy averaged over splits, (seed x system)."""
     return seeds.groupby(["seed", "system"]).accuracy.mean().unstack("system")

@@ -202,7 +202,7 @@ def fingerprint() -> None:
     item("tfsepnet.forward", out)
     item("tfsepnet.backward", *grads)
     item("tfsepnet.adam_5_steps", *params)
-    logmel = student_logmel(torch.from_numpy(clips), n_mels=256).unsqueeze(1)  # (3, 1, 256, 65)
+    logmel = student_logmel(torch.from_numpy(clips), n_mels=256).unsqueeze(1)  # (3, 1, 256, 64)
     item("augment.mix_freq_stats", mix_freq_stats(logmel, 0.3, torch.tensor([2, 0, 1])))  # Freq-MixStyle
 
     # (f) the Quick tour in small: tour clips, log-mels, TinyCNN trained with fit(), test logits

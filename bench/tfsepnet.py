@@ -3,8 +3,9 @@
     python bench/tfsepnet.py
     python bench/tfsepnet.py --reference ~/easy_dcase_task1/model/backbones.py
 
-Input: random 1 s clips, (batch, 1, mels, 65), for 64, 256 and 512 mels at batch 4 and 32. "eval" is a
-forward pass in eval mode under ``no_grad``; "train" is forward, cross-entropy, backward and an Adam step.
+Input: random clips of 65 frames (the student receives 64 per second), (batch, 1, mels, 65), for 64, 256 and
+512 mels at batch 4 and 32. "eval" is a forward pass in eval mode under ``no_grad``; "train" is forward,
+cross-entropy, backward and an Adam step.
 
 ``--reference FILE`` also times the authors' class (``TFSepNet`` in ``FILE``, e.g. ``model/backbones.py``
 of a checkout of ``yqcai888/easy_dcase_task1``; the folder above ``FILE``'s is put on ``sys.path`` so its
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 
 from asc_lib.models.tfsepnet import TFSepNet
 
-FRAMES = 65  # 1 s at 32 kHz, hop 500 (asc_lib.features.student_logmel)
+FRAMES = 65  # as the two classes were first compared; the student gets 64 (complexity.clip_shape)
 
 
 def load_reference(path: str) -> type:

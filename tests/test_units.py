@@ -273,6 +273,8 @@ def test_convergence_reports_steps_selection_and_the_last_third_drop():
     assert table.loc[("flat", 5), "last-third drop"] == pytest.approx(0.0)  # 0.8 before and after
     assert table.loc[("falling", 100), "last-third drop"] == pytest.approx(0.3)  # 1.0 -> 0.7
     assert table.loc[("flat", 5), "selected epoch"] == "4/6" and table.loc[("falling", 100), "lowest val loss"] == 0.7
+    assert results.still_learning(table["last-third drop"]) == (
+        "1 of 2 runs lowered their validation loss by more than 0.02 in the last third of their epochs: falling 100 %")
 
 
 def test_longer_training_sets_the_side_runs_beside_the_chapters_and_refuses_stale_ones():
