@@ -21,6 +21,12 @@ A qemu run takes 1-3 minutes.
     python bench/cross_cpu.py --no-qemu --repeats 5 # what pinning costs natively (min/median seconds)
     python bench/cross_cpu.py --pinning pinned --qemu-cpu Haswell-noTSX --env MKL_CBWR=AUTO
     python bench/cross_cpu.py --fingerprint         # one fingerprint, in this process
+    python bench/cross_cpu.py --chapter 01_quick_tour --qemu-cpu Haswell-noTSX
+
+``--chapter NAME`` checks a whole chapter instead: nbval re-executes ``book/NAME.ipynb`` (as the README's
+test command does) with its Jupyter kernel started under ``qemu-x86_64 -cpu MODEL`` (or natively with
+``--no-qemu``), pinned, and compares every checked cell with the published output. The Quick tour takes
+about 20 s natively and ~40 times that under QEMU.
 
 What QEMU cannot show: it computes IEEE operations exactly as hardware does, but the approximate
 instructions rcpps and rsqrtps exactly (hardware: 12-bit estimates, Intel's and AMD's differ), so a
@@ -264,6 +270,35 @@ def run_fingerprint(cpu: str | None, pinned: bool, extra: dict[str, str], timeou
     return out
 
 
+def run_chapter(name: str, cpu: str | None, timeout: float) -> int:
+    """nbval over ``book/<name>.ipynb`` with its kernel under ``qemu-x86_64 -cpu cpu`` (natively if
+    ``cpu`` is None), pinned as ``tasks.py`` pins; returns pytest's exit status."""
+    import json
+    import tempfile
+
+    sys.path.insert(0, str(ROOT))
+    from asc_lib.kernels import PINNED_ENV
+
+    with tempfile.TemporaryDirectory() as jupyter_path:
+        spec = Path(jupyter_path) / "kernels" / "asc-cpu"
+        spec.mkdir(parents=True)
+        launch = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": (["qemu-x86_64", "-cpu", cpu] if cpu else []) + launch,
+            "display_name": f"python on {cpu or 'this CPU'}", "language": "python"}))
+        env = {**child_env(True, {}), **PINNED_ENV, "JUPYTER_PATH": jupyter_path}
+        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=", "-ra", "--nbval-lax",
+               "--nbval-sanitize-with", "tests/nbval_sanitize.cfg", "--nbval-kernel-name", "asc-cpu",
+               f"--nbval-cell-timeout={timeout:.0f}", f"--nbval-kernel-startup-timeout={timeout:.0f}",
+               f"book/{name}.ipynb"]
+        print(f"{name} on {cpu or 'this CPU'} (pinned): {' '.join(cmd[2:])}", flush=True)
+        start = time.perf_counter()
+        code = subprocess.run(cmd, env=env, cwd=ROOT).returncode
+        print(f"{name} on {cpu or 'this CPU'}: {'the published outputs' if code == 0 else 'FAILED'}, "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
+        return code
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fingerprint", action="store_true", help="compute and print one fingerprint, here")
@@ -275,10 +310,13 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment variable for every run (repeatable; wins over PINNED_ENV)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each native configuration (timing)")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per run")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per run (per cell with --chapter)")
+    parser.add_argument("--chapter", metavar="NAME", help="re-execute book/NAME.ipynb under each --qemu-cpu (see above)")
     args = parser.parse_args()
     if args.fingerprint:
         return fingerprint()
+    if args.chapter:
+        sys.exit(max(run_chapter(args.chapter, cpu, args.timeout) for cpu in ([None] if args.no_qemu else args.qemu_cpu)))
 
     extra = dict(kv.split("=", 1) for kv in args.env)
     cpus = [] if args.no_qemu else list(args.qemu_cpu)
