@@ -21,12 +21,12 @@ A qemu run takes 1-3 minutes.
     python bench/cross_cpu.py --no-qemu --repeats 5 # what pinning costs natively (min/median seconds)
     python bench/cross_cpu.py --pinning pinned --qemu-cpu Haswell-noTSX --env MKL_CBWR=AUTO
     python bench/cross_cpu.py --fingerprint         # one fingerprint, in this process
-    python bench/cross_cpu.py --chapter 01_quick_tour --qemu-cpu Haswell-noTSX
+    python bench/cross_cpu.py --chapter 01_quick_tour --qemu-cpu Haswell-noTSX --timeout 3600
 
 ``--chapter NAME`` checks a whole chapter instead: nbval re-executes ``book/NAME.ipynb`` (as the README's
 test command does) with its Jupyter kernel started under ``qemu-x86_64 -cpu MODEL`` (or natively with
-``--no-qemu``), pinned, and compares every checked cell with the published output. The Quick tour takes
-about 20 s natively and ~40 times that under QEMU.
+``--no-qemu``), pinned, and compares every checked cell with the published output. The Quick tour took
+21 s natively and 963 s under QEMU's Haswell-noTSX (``--timeout`` is per cell there: give it an hour).
 
 What QEMU cannot show: it computes IEEE operations exactly as hardware does, but the approximate
 instructions rcpps and rsqrtps exactly (hardware: 12-bit estimates, Intel's and AMD's differ), so a
