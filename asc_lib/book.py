@@ -31,7 +31,8 @@ import nbformat
 import pandas as pd
 import papermill
 
-from .paths import repo_root
+from .integrity import build_lock, is_locked
+from .paths import repo_root, results_dir
 from .profiles import PROFILES, differences
 
 SMOKE_INTO = Path(tempfile.gettempdir()) / "asc-lib-smoke"  # outside any checkout: results and artifacts too
@@ -124,22 +125,58 @@ def finish(executed: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
+STAGING = "ASC_RESULTS_STAGING"  # where results.save writes while a chapter runs under the runner
+TMP_PREFIX = "asc-chapter-"
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the papermill child, before it starts: be killed when the runner dies, even by SIGKILL (Linux;
+    the kernel papermill starts exits when papermill does: ipykernel polls its parent)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the runner's own clean-up (an exception, SIGINT, SIGTERM) still applies
+    if os.getppid() != parent:  # the runner died before the line above ran
+        os._exit(1)
+
+
+def remove_orphans() -> None:
+    """Delete the temporary folders of chapter runs whose runner was killed (no process holds their lock)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*"):
+        if folder.is_dir() and not is_locked(folder / "run"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_chapter(src: Path, target: Path, params: dict, profile: str) -> tuple[bool, str]:
-    """Execute one chapter with papermill in its own process group; ``(ok, message)``."""
-    with tempfile.TemporaryDirectory() as tmp:
+    """Execute one chapter with papermill in its own process group; ``(ok, message)``.
+
+    The chapter's result tables are staged in the run's temporary folder and moved into the results folder
+    with the notebook, only if every cell succeeded. If the runner stops (an exception, Ctrl-C, SIGTERM),
+    papermill and its kernel are killed and the temporary folder removed; if it is killed (SIGKILL), they
+    die with it and the next run removes the folder."""
+    remove_orphans()
+    with tempfile.TemporaryDirectory(prefix=TMP_PREFIX) as tmp, build_lock(Path(tmp) / "run", "chapter run"):
         out = Path(tmp) / src.name
         pfile = Path(tmp) / "params.json"
         pfile.write_text(json.dumps(params))
+        staged = Path(tmp) / "results"
+        staged.mkdir()
         cmd = [sys.executable, "-m", "papermill", str(src), str(out), "-f", str(pfile),
                "--cwd", str(target.parent), "--kernel", "python3", "--progress-bar",
                "--execution-timeout", str(CELL_TIMEOUT_S[profile])]
-        proc = subprocess.Popen(cmd, start_new_session=True)
+        parent = os.getpid()
+        proc = subprocess.Popen(cmd, start_new_session=True, env={**os.environ, STAGING: str(staged)},
+                                preexec_fn=lambda: _die_with_parent(parent))
         try:
             code = proc.wait(timeout=CHAPTER_TIMEOUT_S[profile])
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # papermill and its kernel
-            proc.wait()
             return False, f"time limit of {CHAPTER_TIMEOUT_S[profile]} s reached; {failing_cell(out)}"
+        finally:
+            if proc.poll() is None:  # time limit, Ctrl-C, SIGTERM: papermill and its kernel stop here
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         if code != 0:
             build = target.parent.parent if target.parent.name == "book" else target.parent  # book/ or --into
             kept = build / "_build" / "failed" / src.name
@@ -147,6 +184,10 @@ def run_chapter(src: Path, target: Path, params: dict, profile: str) -> tuple[bo
                 kept.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(out, kept)
             return False, f"{failing_cell(kept if kept.exists() else out)} (partial notebook: {kept})"
+        results = results_dir(target.parent)
+        for table in sorted(staged.iterdir()):
+            shutil.copyfile(table, results / f".{table.name}.tmp")
+            os.replace(results / f".{table.name}.tmp", results / table.name)
         finish(out, target)
         return True, "ok"
 
@@ -265,6 +306,11 @@ def compare(root: Path, published: str) -> int:
     return 1 if moved or changed else 0
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM stops the runner as Ctrl-C does: papermill and its kernel are killed, temp folders removed."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m asc_lib.book", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -286,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="a folder with the published teachers.csv and student.csv, or a git revision "
                             "whose book/results holds them (default: HEAD)")
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     root = repo_root()
     if root is None:
         parser.error("run this from the book's checkout (a folder with _toc.yml and asc_lib/)")

@@ -9,7 +9,8 @@
 
 Pre-training runs once per configuration: checkpoints and training histories are cached under
 ``artifacts/<profile>/beats/`` keyed by everything that produced them; ``history.json`` is written
-last, so an interrupted run is redone, never trusted.
+last, with the hash of each checkpoint's bytes, so an interrupted run is redone, never trusted, and a
+checkpoint changed since is an error naming it. One process pre-trains a configuration at a time.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 
 from .data.dataset import pool_waves
 from .data.download import fetch_beats_checkpoint
+from .integrity import IntegrityError, build_lock, hashes, verify
 from .models.beats import BEATs, BEATsCheckpointError, load_beats_checkpoint, released_config, save_beats_checkpoint
 from .paths import artifacts_dir
 from .pretrain import (MaskedPatchModel, RandomProjectionTokenizer, SelfDistilledTokenizer, pool_fbank, pretrain,
@@ -81,10 +83,35 @@ def small_beats(profile: Profile, twin: Path, *, seed: int, device) -> dict:
     folder = artifacts_dir(profile.name) / "beats" / f"small-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
     paths = {"SSL": folder / "BEATs_small_SSL.pt", "SSL+SL": folder / "BEATs_small_SSL_SL.pt"}
     record = folder / "history.json"
-    if record.exists() and all(p.exists() for p in paths.values()):
-        print(f"small BEATs: reusing {folder}", file=sys.stderr)
-        return {**paths, "history": json.loads(record.read_text())}
+    with build_lock(folder, "small BEATs pre-training"):
+        if record.exists():
+            print(f"small BEATs: reusing {folder}", file=sys.stderr)
+            return {**paths, "history": _read_record(record, paths.values())}
+        return _small_beats(profile, twin, seed, device, paths, record)
 
+
+def _read_record(record: Path, paths) -> dict:
+    """The history in ``record``, after checking every checkpoint in ``paths`` against the hashes it keeps."""
+    folder = record.parent
+    try:
+        saved = json.loads(record.read_text())
+    except (OSError, ValueError) as err:
+        raise IntegrityError(f"{record}: cannot be read ({err}); delete {folder} to pre-train again") from err
+    files = saved.pop("files", {})
+    for path in paths:
+        verify(path, files.get(Path(path).name), f"delete {folder} to pre-train again")
+    return saved
+
+
+def _write_record(record: Path, history: dict, paths) -> None:
+    """``history`` and the checkpoints' hashes, written last (atomically): it marks the folder complete."""
+    tmp = record.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({**history, "files": hashes(record.parent, [Path(p).name for p in paths])}, indent=1))
+    os.replace(tmp, record)
+
+
+def _small_beats(profile: Profile, twin: Path, seed: int, device, paths: dict, record: Path) -> dict:
+    settings = profile.beats
     waves, tag_names, targets = pool_waves(twin, profile)
     fbank = pool_fbank(waves)
     generator = seed_everything(seed, threads=profile.threads)
@@ -98,9 +125,7 @@ def small_beats(profile: Profile, twin: Path, *, seed: int, device) -> dict:
                           batch_size=settings.pretrain_batch_size, lr=settings.sl_lr, generator=generator,
                           device=device, tag_names=tag_names, history=history["sl"])
     save_beats_checkpoint(tagged, paths["SSL+SL"])
-    tmp = record.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(history, indent=1))
-    os.replace(tmp, record)  # written last: marks the folder complete
+    _write_record(record, history, paths.values())
     return {**paths, "history": history}
 
 
@@ -116,10 +141,17 @@ def next_iteration(profile: Profile, twin: Path, previous: dict, *, seed: int, d
                           (Path(twin) / "twin.json").read_text(), seed, teacher_hash], sort_keys=True, default=str)
     folder = artifacts_dir(profile.name) / "beats" / f"next-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
     path, record = folder / "BEATs_small_SSL.pt", folder / "history.json"
-    if record.exists() and path.exists():
-        print(f"small BEATs, next iteration: reusing {folder}", file=sys.stderr)
-        return {"SSL": path, "history": json.loads(record.read_text())}
-    folder.mkdir(parents=True, exist_ok=True)
+    with build_lock(folder, "small BEATs, next iteration"):
+        if record.exists():
+            print(f"small BEATs, next iteration: reusing {folder}", file=sys.stderr)
+            return {"SSL": path, "history": _read_record(record, [path])}
+        return _next_iteration(profile, twin, previous, seed, device, path, record)
+
+
+def _next_iteration(profile: Profile, twin: Path, previous: dict, seed: int, device, path: Path,
+                    record: Path) -> dict:
+    settings = profile.beats
+    record.parent.mkdir(parents=True, exist_ok=True)
     fbank = pool_fbank(pool_waves(twin, profile)[0])
     generator = seed_everything(seed, threads=profile.threads)
     teacher = load_beats_checkpoint(previous["SSL"])
@@ -133,9 +165,7 @@ def next_iteration(profile: Profile, twin: Path, previous: dict, *, seed: int, d
                                    batch_size=settings.pretrain_batch_size, lr=settings.pretrain_lr,
                                    mask_ratio=settings.mask_ratio, generator=generator, device=device)
     save_beats_checkpoint(model.beats.cpu(), path)
-    tmp = record.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(history, indent=1))
-    os.replace(tmp, record)  # written last: marks the folder complete
+    _write_record(record, history, [path])
     return {"SSL": path, "history": history}
 
 

@@ -30,6 +30,7 @@ from .data import SCENES
 from .data.dataset import data_key, device_ids, labels, rows
 from .data.synthetic import impulse_responses
 from .features import student_logmel
+from .integrity import build_lock, verify
 from .complexity import param_bytes
 from .metrics import macro_accuracy
 from .models.tfsepnet import TFSepNet
@@ -37,7 +38,8 @@ from .quantize import int8_param_bytes, logits as int8_logits, quantize_int8
 from .profiles import StudentSettings
 from .data.tau import read_split
 from .profiles import TeacherSettings
-from .teachers import TEACHERS, _scores, ensemble_logits, ensemble_name, hold_out_recordings, run_folder, write_manifest
+from .teachers import (TEACHERS, _scores, completed, ensemble_logits, ensemble_name, hold_out_recordings, run_folder,
+                       write_manifest)
 from .teachers import run_all as run_all_teachers
 from .train import predict_logits, train, with_passes
 
@@ -92,63 +94,65 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
     teacher_keys = {m: manifests[m]["key"] for m in members}
     config = {"teacher": name, "teachers": teacher_keys, "split": split, "settings": asdict(settings),
               "data": data_key(root, profile), "seed": seed, "version": [__version__, STUDENT_VERSION]}
-    folder, key, done = run_folder("students", name, split, config, profile)
-    if done:
+    folder, key = run_folder("students", name, split, config, profile)
+    with build_lock(folder, f"student {name} on split {split}"):  # one process trains a run
+        done = completed(folder, "students", name, split)
+        if done:
+            return done
+        t0 = time.perf_counter()
+
+        train_part, val_part = hold_out_recordings(split_part, settings.val_fraction, seed)
+        tr_rows = rows(meta, train_part)
+        y_tr = torch.from_numpy(labels(train_part).copy())
+        is_a = torch.from_numpy(train_part.device.to_numpy() == "a")
+        targets = (torch.from_numpy(ensemble_logits(manifests, members, "train", train_part.filename.tolist()))
+                   if members else None)
+        feats = (lambda r: features[torch.from_numpy(r)].float()) if features is not None else (
+            lambda r: logmel_all(w32[r], settings.n_mels))
+        val_x, test_x = feats(rows(meta, val_part)), feats(rows(meta, test_part))
+        y_val, y_test = labels(val_part).copy(), labels(test_part).copy()
+        irs = [torch.from_numpy(ir) for ir in impulse_responses(12, 32000, seed)]
+        dev = torch.device(device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = TFSepNet()
+
+        def step_loss(net, idx, generator):
+            if settings.cache_features:
+                x = feats(tr_rows[idx.numpy()])  # (B, 1, mels, frames)
+            else:
+                wave = torch.from_numpy(np.asarray(w32[tr_rows[idx.numpy()]], dtype=np.float32))
+                if settings.dir_p > 0:
+                    wave = dir_augment(wave, is_a[idx], irs, settings.dir_p, generator)
+                x = student_logmel(wave, n_mels=settings.n_mels).unsqueeze(1)  # (B, 1, mels, frames)
+            x = freq_mixstyle(x, settings.mixstyle_alpha, settings.mixstyle_p, generator)
+            y = (y_tr[idx], targets[idx]) if targets is not None else (y_tr[idx],)
+            x, ya, yb, lam = mixup(x, y, settings.mixup_alpha, generator)
+            logits = net(x.to(dev))
+            ya, yb = [t.to(dev) for t in ya], [t.to(dev) for t in yb]
+            return distill_loss(logits, ya[0], yb[0], lam, *(ya[1:] + yb[1:]), kd_lambda=settings.kd_lambda,
+                                temperature=settings.temperature)
+
+        def evaluate(m):
+            val = predict_logits(m, len(val_x), lambda i: val_x[i], device=dev, batch_size=128)
+            return {"val_loss": F.cross_entropy(torch.from_numpy(val), torch.from_numpy(y_val)).item(),
+                    "val_acc": 100 * macro_accuracy(y_val, val.argmax(1), len(SCENES))}
+
+        recipe = with_passes(settings.recipe, len(train_part), settings.min_passes)
+        out = train(model, step_loss, len(train_part), recipe, device=dev, seed=seed, evaluate=evaluate,
+                    select="val_loss", mode="min", workdir=folder, key=key, desc=f"student {name} {split} %", progress=progress,
+                    log=lambda line: print(f"  student ({name}) {split:>3} %  {line}"))
+        test = predict_logits(model, len(test_x), lambda i: test_x[i], device=dev, batch_size=128)
+        torch.save({"state_dict": model.state_dict()}, folder / "model.pt")
+        np.save(folder / "test_logits.npy", test.astype(np.float32))
+        manifest = {"student": "TF-SepNet", "teacher": name, "split": split, "config": config, "key": key,
+                    "code_version": f"asc_lib {__version__}, distill v{STUDENT_VERSION}",
+                    "test_files": test_part.filename.tolist(), "best_epoch": out["best_epoch"],
+                    "test": _scores(y_test, test, device_ids(test_part)), "history": out["history"],
+                    "seconds": time.perf_counter() - t0}
+        done = write_manifest(folder, manifest, ["model.pt", "test_logits.npy"])
+        (folder / "last.pt").unlink(missing_ok=True)  # resume state, of no use once the run is complete
         return done
-    t0 = time.perf_counter()
-
-    train_part, val_part = hold_out_recordings(split_part, settings.val_fraction, seed)
-    tr_rows = rows(meta, train_part)
-    y_tr = torch.from_numpy(labels(train_part).copy())
-    is_a = torch.from_numpy(train_part.device.to_numpy() == "a")
-    targets = (torch.from_numpy(ensemble_logits(manifests, members, "train", train_part.filename.tolist()))
-               if members else None)
-    feats = (lambda r: features[torch.from_numpy(r)].float()) if features is not None else (
-        lambda r: logmel_all(w32[r], settings.n_mels))
-    val_x, test_x = feats(rows(meta, val_part)), feats(rows(meta, test_part))
-    y_val, y_test = labels(val_part).copy(), labels(test_part).copy()
-    irs = [torch.from_numpy(ir) for ir in impulse_responses(12, 32000, seed)]
-    dev = torch.device(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = TFSepNet()
-
-    def step_loss(net, idx, generator):
-        if settings.cache_features:
-            x = feats(tr_rows[idx.numpy()])  # (B, 1, mels, frames)
-        else:
-            wave = torch.from_numpy(np.asarray(w32[tr_rows[idx.numpy()]], dtype=np.float32))
-            if settings.dir_p > 0:
-                wave = dir_augment(wave, is_a[idx], irs, settings.dir_p, generator)
-            x = student_logmel(wave, n_mels=settings.n_mels).unsqueeze(1)  # (B, 1, mels, frames)
-        x = freq_mixstyle(x, settings.mixstyle_alpha, settings.mixstyle_p, generator)
-        y = (y_tr[idx], targets[idx]) if targets is not None else (y_tr[idx],)
-        x, ya, yb, lam = mixup(x, y, settings.mixup_alpha, generator)
-        logits = net(x.to(dev))
-        ya, yb = [t.to(dev) for t in ya], [t.to(dev) for t in yb]
-        return distill_loss(logits, ya[0], yb[0], lam, *(ya[1:] + yb[1:]), kd_lambda=settings.kd_lambda,
-                            temperature=settings.temperature)
-
-    def evaluate(m):
-        val = predict_logits(m, len(val_x), lambda i: val_x[i], device=dev, batch_size=128)
-        return {"val_loss": F.cross_entropy(torch.from_numpy(val), torch.from_numpy(y_val)).item(),
-                "val_acc": 100 * macro_accuracy(y_val, val.argmax(1), len(SCENES))}
-
-    recipe = with_passes(settings.recipe, len(train_part), settings.min_passes)
-    out = train(model, step_loss, len(train_part), recipe, device=dev, seed=seed, evaluate=evaluate,
-                select="val_loss", mode="min", workdir=folder, key=key, desc=f"student {name} {split} %", progress=progress,
-                log=lambda line: print(f"  student ({name}) {split:>3} %  {line}"))
-    test = predict_logits(model, len(test_x), lambda i: test_x[i], device=dev, batch_size=128)
-    torch.save({"state_dict": model.state_dict()}, folder / "model.pt")
-    np.save(folder / "test_logits.npy", test.astype(np.float32))
-    manifest = {"student": "TF-SepNet", "teacher": name, "split": split, "config": config, "key": key,
-                "code_version": f"asc_lib {__version__}, distill v{STUDENT_VERSION}",
-                "test_files": test_part.filename.tolist(), "best_epoch": out["best_epoch"],
-                "test": _scores(y_test, test, device_ids(test_part)), "history": out["history"],
-                "seconds": time.perf_counter() - t0}
-    done = write_manifest(folder, manifest)
-    (folder / "last.pt").unlink(missing_ok=True)  # resume state, of no use once the run is complete
-    return done
 
 
 def run_all(splits, *, meta: pd.DataFrame, root: Path, test_part: pd.DataFrame, w16, w32, checkpoints: dict,
@@ -176,6 +180,7 @@ def load_student(manifest: dict) -> TFSepNet:
     """The trained student of a run, from its folder; a damaged ``model.pt`` is an error naming it and the
     way out."""
     folder = Path(manifest["folder"])
+    verify(folder / "model.pt", manifest.get("files", {}).get("model.pt"), f"delete {folder} to train it again")
     model = TFSepNet()
     try:
         model.load_state_dict(torch.load(folder / "model.pt", weights_only=True)["state_dict"])

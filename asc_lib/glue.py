@@ -33,12 +33,25 @@ def show_source(*objects):
     return Code("\n\n".join(inspect.getsource(o).rstrip() for o in objects), language="python")
 
 
-def labelled_audio(wave, rate: int, label: str):
+def labelled_audio(wave, rate: int, label: str, clip: str | None = None):
     """An audio player with its label in one output (an HTML ``<figure>`` with a ``<figcaption>``), so a
-    reader always knows which clip a player plays. ``wave`` is played as is (no normalisation)."""
+    reader always knows which clip a player plays. ``wave`` is played as is, unless it goes beyond full
+    scale (resampling a clip that peaks at 1.0 can overshoot by about 10 %): it is then scaled down to peak
+    at 1.0, and the label says so. A wave that is not finite is an error naming ``clip`` (the file it came
+from; default ``label``)."""
     import html
 
+    import numpy as np
     from IPython.display import HTML, Audio
 
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.size == 0 or not np.isfinite(wave).all():
+        raise ValueError(f"audio player for {clip or label}: expected finite samples, got "
+                         f"{'no samples' if wave.size == 0 else f'{int((~np.isfinite(wave)).sum())} NaN or inf'}")
+    peak = float(np.abs(wave).max())
+    if peak > 1.0:
+        wave, label = wave / peak, f"{label} (scaled by 1/{peak:.3f} to play: it peaks above full scale)"
     player = Audio(wave, rate=rate, normalize=False)._repr_html_()
+    # the player's own name for a screen reader: its caption
+    player = player.replace("<audio ", f'<audio aria-label="{html.escape(label)}" ', 1)
     return HTML(f'<figure class="asc-audio"><figcaption>{html.escape(label)}</figcaption>{player}</figure>')

@@ -32,9 +32,10 @@ def artifacts_dir(profile: str) -> Path:
     return path
 
 
-def results_dir() -> Path:
-    """Where chapters write their result tables: ``<repo>/book/results`` or ``./results``."""
-    repo = repo_root()
-    path = repo / "book" / "results" if repo else Path.cwd() / "results"
+def results_dir(start: Path | None = None) -> Path:
+    """Where chapters write their result tables: ``<repo>/book/results`` or ``./results`` (from ``start``,
+    default the working folder)."""
+    repo = repo_root(start)
+    path = repo / "book" / "results" if repo else Path(start or Path.cwd()) / "results"
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -14,8 +14,11 @@ from .paths import results_dir
 
 def save(table: pd.DataFrame, name: str) -> Path:
     """Write ``table`` (index included) atomically; returns the path. Four decimals: numbers are rounded
-    once, for display (:func:`fmt`), so a chapter that reads the table shows what the writer showed."""
-    path = results_dir() / f"{name}.csv"
+    once, for display (:func:`fmt`), so a chapter that reads the table shows what the writer showed.
+    Under the chapter runner the table is staged (``ASC_RESULTS_STAGING``) and reaches the results folder
+    with its executed chapter, only if the whole chapter succeeded."""
+    staging = os.environ.get("ASC_RESULTS_STAGING")
+    path = (Path(staging) if staging else results_dir()) / f"{name}.csv"
     tmp = path.with_suffix(".csv.tmp")
     table.to_csv(tmp, float_format="%.4f")
     os.replace(tmp, path)
@@ -93,6 +96,7 @@ def convergence(runs: dict, recipe_of) -> pd.DataFrame:
     return pd.DataFrame(out).set_index(["run", "split"])
 
 
+FITTED = 95.0  # a teacher this accurate (%) on every clip it teaches has fitted them (the real recipe: 30 epochs)
 FLAT = 0.02  # a run whose lowest validation loss fell by more than this in its last third was still learning
 
 
@@ -103,6 +107,30 @@ def still_learning(drops: pd.Series) -> str:
     which = ", ".join(f"{name} {split} %" for name, split in still.index)
     return (f"{len(still)} of {len(drops)} runs lowered their validation loss by more than {FLAT} in the last third "
             f"of their epochs" + (f": {which}" if which else ""))
+
+
+def less_with_more_data(acc: dict, conv: pd.DataFrame, passes: dict) -> list[str]:
+    """Sentences for each run that is less accurate on a larger split than on the next smaller one.
+
+    ``acc``: ``(name, split) -> test accuracy (%)``; ``conv``: :func:`convergence`'s table; ``passes``:
+    ``(name, split) -> passes over the training clips`` (steps x batch / clips). Each sentence gives both
+    runs' steps and passes and whether the larger run's validation loss was still falling (:data:`FLAT`)."""
+    out = []
+    names = list(dict.fromkeys(name for name, _ in acc))
+    for name in names:
+        splits = sorted(s for n, s in acc if n == name)
+        for small, large in zip(splits, splits[1:]):
+            if acc[name, large] >= acc[name, small]:
+                continue
+            steps = [int(conv.loc[(name, s), "steps"]) for s in (small, large)]
+            drop = conv.loc[(name, large), "last-third drop"]
+            state = (f"its validation loss was still falling when the schedule ended (last-third drop {drop:.3f})"
+                     if drop > FLAT else "its validation loss had flattened")
+            out.append(f"**{name}** is {acc[name, small]:.1f} % on the {small} % split but {acc[name, large]:.1f} % "
+                       f"on the {large} % split. The two runs took {steps[0]} and {steps[1]} optimiser steps, "
+                       f"{passes[name, small]:.1f} and {passes[name, large]:.1f} passes over their clips: the larger "
+                       f"split's run saw each clip fewer times, and {state}.")
+    return out
 
 
 def _mean_over_splits(seeds: pd.DataFrame) -> pd.DataFrame:

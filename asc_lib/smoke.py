@@ -25,6 +25,7 @@ import soundfile as sf
 import torch
 
 from .checkpoints import OFFICIAL
+from .integrity import build_lock, partial_of, remove_partials
 from .data.synthetic import scene_clip
 from .data.tau import META_HEADER, NAME, read_tsv_rows, write_tsv
 from .models.beats import BEATs, released_config
@@ -36,15 +37,21 @@ SPLIT_FILES = ("split5.csv", "split10.csv", "split25.csv", "split50.csv", "split
 def make_tau22_fixture(dest: Path, lines: Path = LINES) -> Path:
     """A TAU22-format folder at ``dest`` from the split files in ``lines`` (copied as they are), with
     ``meta.csv`` (every clip they list, its identifier and device read from its name) and one generated
-    WAV per clip, each drawn from a seed made of its name. Written atomically; an existing one is reused."""
+    WAV per clip, each drawn from a seed made of its name. Written atomically, by one process at a time;
+    an existing one is reused."""
     dest = Path(dest)
-    if (dest / "meta.csv").is_file():
-        return dest
+    with build_lock(dest, "TAU22 fixture"):
+        if (dest / "meta.csv").is_file():
+            return dest
+        remove_partials(dest)
+        return _write_tau22_fixture(dest, lines)
+
+
+def _write_tau22_fixture(dest: Path, lines: Path) -> Path:
     names = {}
     for name in SPLIT_FILES:
         names.update((row[0], row[1]) for row in read_tsv_rows(Path(lines) / name)[1:])
-    tmp = dest.with_name(f".{dest.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = partial_of(dest)
     (tmp / "audio").mkdir(parents=True)
     meta = []
     for filename, scene in sorted(names.items()):
@@ -69,19 +76,22 @@ def make_official_checkpoints(dest: Path, seed: int = 0) -> dict:
     out = {}
     for key, name in OFFICIAL.items():
         path = out[key] = dest / name
-        if path.is_file():
-            continue
-        finetuned = key == "SSL+SL"
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = BEATs(released_config(finetuned))
-        ckpt = {"cfg": model.cfg.to_dict(), "model": model.state_dict()}
-        if finetuned:  # index -> an AudioSet-style label id, as in the released file (not the real ids)
-            ckpt["label_dict"] = {i: f"/m/fixture{i:03d}" for i in range(model.cfg.predictor_class)}
-        tmp = path.with_suffix(".tmp")
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
+        with build_lock(path, "BEATs fixture"):
+            if not path.is_file():
+                _write_checkpoint(path, key == "SSL+SL", seed)
     return out
+
+
+def _write_checkpoint(path: Path, finetuned: bool, seed: int) -> None:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BEATs(released_config(finetuned))
+    ckpt = {"cfg": model.cfg.to_dict(), "model": model.state_dict()}
+    if finetuned:  # index -> an AudioSet-style label id, as in the released file (not the real ids)
+        ckpt["label_dict"] = {i: f"/m/fixture{i:03d}" for i in range(model.cfg.predictor_class)}
+    tmp = partial_of(path)
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

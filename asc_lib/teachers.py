@@ -23,8 +23,9 @@ A run (:func:`run_teacher`) writes into its own folder under ``artifacts/<profil
 ``last.pt`` (resume state of :func:`asc_lib.train.train`, deleted once the run is complete),
 ``model.pt`` (the selected weights), ``train_logits.npy`` (logits on every clip of the split, no
 augmentation: the student's targets), ``test_logits.npy`` and, last, ``manifest.json`` (teacher, split,
-configuration, code version, clip names in row order, metrics and history). A folder with a manifest is
-complete and is reused.
+configuration, code version, clip names in row order, metrics, history and the content hash of each of
+those files, which readers check). A folder with a manifest is complete and is reused. One process trains
+a run at a time (:func:`asc_lib.integrity.build_lock`); a second waits for it, then reuses the run.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from .data.dataset import data_key, device_ids, labels, rows
 from .data.synthetic import impulse_responses
 from .data.tau import read_split
 from .features import beats_fbank
+from .integrity import build_lock, hashes, verify
 from .metrics import class_accuracy, group_accuracy, macro_accuracy
 from .models.beats import BEATs, load_beats_checkpoint
 from .paths import artifacts_dir
@@ -215,19 +217,22 @@ def checkpoint_ids(checkpoints: dict, profile: str) -> dict:
     return {k: (p.name, h) for k, p, h in zip(checkpoints, paths, hashes)}
 
 
-def run_folder(kind: str, name: str, split: int, config: dict, profile: str) -> tuple[Path, str, dict | None]:
+def run_folder(kind: str, name: str, split: int, config: dict, profile: str) -> tuple[Path, str]:
     """The cache folder of one run, ``artifacts/<profile>/<kind>/<name>-split<N>-<key>`` with ``key`` a
-    hash of ``config`` (everything that makes the run): ``(folder, key, manifest or None)``; the manifest
-    is there when the run is complete."""
+    hash of ``config`` (everything that makes the run): ``(folder, key)``."""
     key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
     slug = name.replace("*", "star").replace(" + ", "-").replace("+", "_")
-    folder = artifacts_dir(profile) / kind / f"{slug}-split{split}-{key}"
-    manifest = folder / "manifest.json"
-    if manifest.is_file():
+    return artifacts_dir(profile) / kind / f"{slug}-split{split}-{key}", key
+
+
+def completed(folder: Path, kind: str, name: str, split: int) -> dict | None:
+    """The manifest of the run in ``folder`` when it is complete, else None (the folder made ready for
+    training). Call it holding the run's :func:`~asc_lib.integrity.build_lock`."""
+    if (folder / "manifest.json").is_file():
         print(f"{kind}: {name} on split {split}: reusing {folder}", file=sys.stderr)
-        return folder, key, read_manifest(folder)
+        return read_manifest(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    return folder, key, None
+    return None
 
 
 def read_manifest(folder: Path) -> dict:
@@ -242,11 +247,13 @@ def read_manifest(folder: Path) -> dict:
     return {**manifest, "folder": str(folder)}
 
 
-def write_manifest(folder: Path, manifest: dict) -> dict:
-    """Write ``folder/manifest.json`` atomically, last: it marks the run complete. Returns it as read back."""
+def write_manifest(folder: Path, manifest: dict, files=()) -> dict:
+    """Write ``folder/manifest.json`` atomically, last: it marks the run complete, and records the content
+    hash of each of ``files`` (names in ``folder``), which readers check. Returns it as read back."""
     path = folder / "manifest.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({k: v for k, v in manifest.items() if k != "folder"}, indent=1))
+    manifest = {**{k: v for k, v in manifest.items() if k != "folder"}, "files": hashes(folder, files)}
+    tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, path)
     return read_manifest(folder)
 
@@ -259,82 +266,84 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
     config = {"strategy": strategy, "split": split, "settings": asdict(settings),
               "checkpoints": checkpoint_ids(checkpoints, profile),
               "data": data_key(root, profile), "seed": seed, "version": [__version__, TEACHER_VERSION]}
-    folder, key, done = run_folder("teachers", strategy, split, config, profile)
-    if done:
+    folder, key = run_folder("teachers", strategy, split, config, profile)
+    with build_lock(folder, f"teacher {strategy} on split {split}"):  # one process trains a run
+        done = completed(folder, "teachers", strategy, split)
+        if done:
+            return done
+        t0 = time.perf_counter()
+
+        train_part, val_part = hold_out_recordings(split_part, settings.val_fraction, seed)
+        recipe = recipe_of(strategy, settings, len(train_part))
+        tr_rows = torch.from_numpy(rows(meta, train_part))
+        y_tr = torch.from_numpy(labels(train_part).copy())
+        is_a = torch.from_numpy(train_part.device.to_numpy() == "a")
+        inputs = inputs if inputs is not None else TeacherInputs(w16, cache=False)
+        val_rows, test_rows, split_rows = rows(meta, val_part), rows(meta, test_part), rows(meta, split_part)
+        y_val, y_test = labels(val_part).copy(), labels(test_part).copy()
+        irs = [torch.from_numpy(ir) for ir in impulse_responses(12, 16000, seed)]
+        augment = Augmenter(settings, strategy, irs)
+        model = make_teacher(strategy, checkpoints, seed)
+        dev = torch.device(device)
+
+        def step_loss(net, idx, generator):
+            wave = torch.from_numpy(np.asarray(w16[tr_rows[idx].numpy()], dtype=np.float32))
+            x, y_a, y_b, lam = augment(wave, is_a[idx], y_tr[idx], generator)
+            return mixup_loss(F.cross_entropy, net(x.to(dev)), y_a.to(dev), y_b.to(dev), lam)
+
+        # the test split is scored after every epoch on a fixed share of its recordings (all of them in
+        # ``full``), only to compare the authors' test-selected epoch with the validation-selected one
+        mon = monitor_rows(test_part, settings.test_monitor, seed)
+        y_mon = y_test[mon]
+        monitored = []  # logits on the monitored test clips, one per epoch trained in this process
+        # keyed by the weights' hash, not the file's name: another ssl.pt at the same path gets its own tokens
+        tokens = inputs.tokens(model.encoder, config["checkpoints"]["SSL"][1], dev) if strategy == "SSL*" else None
+
+        def score(m, r):
+            """Logits of ``m`` on the clips at rows ``r`` of ``meta`` (eval mode, no augmentation)."""
+            if tokens is not None:  # the frozen encoder's tokens never change: only the head runs
+                with torch.no_grad():
+                    return m.head(tokens[torch.from_numpy(r)].to(dev)).mean(1).float().cpu().numpy()
+            return predict_logits(m, len(r), lambda i: inputs.fbank(r[i.numpy()]), device=dev, batch_size=64)
+
+        def evaluate(m):
+            val = score(m, val_rows)
+            test = score(m, test_rows[mon])
+            monitored.append(test)
+            return {"val_loss": F.cross_entropy(torch.from_numpy(val), torch.from_numpy(y_val)).item(),
+                    "val_acc": 100 * macro_accuracy(y_val, val.argmax(1), len(SCENES)),
+                    "test_acc": 100 * macro_accuracy(y_mon, test.argmax(1), len(SCENES))}
+
+        out = train(model, step_loss, len(train_part), recipe, device=dev, seed=seed, evaluate=evaluate,
+                    select="val_loss", mode="min", workdir=folder, key=key, desc=f"{strategy} {split} %",
+                    progress=progress, log=lambda line: print(f"  {strategy:>7} {split:>3} %  {line}"))
+        history, best = out["history"], out["best_epoch"]
+        # a resumed run scored only the epochs after its resume: they are the last len(monitored) epochs
+        monitored = dict(zip(range(len(history) - len(monitored) + 1, len(history) + 1), monitored))
+        # logits of the selected weights: on the whole test split (scored) and on every clip of the split
+        # (the student's targets; not for the scratch row, which teaches nobody)
+        test = monitored.get(best) if len(mon) == len(test_part) else None
+        if test is None:  # only a share was monitored, or the run resumed after its selected epoch
+            test = score(model, test_rows)
+        train_logits = (score(model, split_rows) if strategy in TEACHERS
+                        else np.zeros((0, len(SCENES)), dtype=np.float32))
+        torch.save({"strategy": strategy, "encoder_cfg": model.encoder.cfg.to_dict(),
+                    "state_dict": model.state_dict()}, folder / "model.pt")
+        np.save(folder / "train_logits.npy", train_logits.astype(np.float32))
+        np.save(folder / "test_logits.npy", test.astype(np.float32))
+        manifest = {"teacher": strategy, "split": split, "config": config, "key": key,
+                    "code_version": f"asc_lib {__version__}, teachers v{TEACHER_VERSION}",
+                    "train_files": split_part.filename.tolist(),
+                    "test_files": test_part.filename.tolist(), "val_recordings": sorted(val_part.recording.unique()),
+                    "monitored_test_clips": len(mon), "best_epoch": best,
+                    "test_selected_epoch": int(np.argmax([h["test_acc"] for h in history])) + 1,
+                    "test": _scores(y_test, test, device_ids(test_part)),
+                    "val_selected_test_acc": history[best - 1]["test_acc"],
+                    "test_selected_test_acc": max(h["test_acc"] for h in history),
+                    "history": history, "seconds": time.perf_counter() - t0}
+        done = write_manifest(folder, manifest, ["model.pt", "train_logits.npy", "test_logits.npy"])
+        (folder / "last.pt").unlink(missing_ok=True)  # resume state, of no use once the run is complete
         return done
-    t0 = time.perf_counter()
-
-    train_part, val_part = hold_out_recordings(split_part, settings.val_fraction, seed)
-    recipe = recipe_of(strategy, settings, len(train_part))
-    tr_rows = torch.from_numpy(rows(meta, train_part))
-    y_tr = torch.from_numpy(labels(train_part).copy())
-    is_a = torch.from_numpy(train_part.device.to_numpy() == "a")
-    inputs = inputs if inputs is not None else TeacherInputs(w16, cache=False)
-    val_rows, test_rows, split_rows = rows(meta, val_part), rows(meta, test_part), rows(meta, split_part)
-    y_val, y_test = labels(val_part).copy(), labels(test_part).copy()
-    irs = [torch.from_numpy(ir) for ir in impulse_responses(12, 16000, seed)]
-    augment = Augmenter(settings, strategy, irs)
-    model = make_teacher(strategy, checkpoints, seed)
-    dev = torch.device(device)
-
-    def step_loss(net, idx, generator):
-        wave = torch.from_numpy(np.asarray(w16[tr_rows[idx].numpy()], dtype=np.float32))
-        x, y_a, y_b, lam = augment(wave, is_a[idx], y_tr[idx], generator)
-        return mixup_loss(F.cross_entropy, net(x.to(dev)), y_a.to(dev), y_b.to(dev), lam)
-
-    # the test split is scored after every epoch on a fixed share of its recordings (all of them in
-    # ``full``), only to compare the authors' test-selected epoch with the validation-selected one
-    mon = monitor_rows(test_part, settings.test_monitor, seed)
-    y_mon = y_test[mon]
-    monitored = []  # logits on the monitored test clips, one per epoch trained in this process
-    # keyed by the weights' hash, not the file's name: another ssl.pt at the same path gets its own tokens
-    tokens = inputs.tokens(model.encoder, config["checkpoints"]["SSL"][1], dev) if strategy == "SSL*" else None
-
-    def score(m, r):
-        """Logits of ``m`` on the clips at rows ``r`` of ``meta`` (eval mode, no augmentation)."""
-        if tokens is not None:  # the frozen encoder's tokens never change: only the head runs
-            with torch.no_grad():
-                return m.head(tokens[torch.from_numpy(r)].to(dev)).mean(1).float().cpu().numpy()
-        return predict_logits(m, len(r), lambda i: inputs.fbank(r[i.numpy()]), device=dev, batch_size=64)
-
-    def evaluate(m):
-        val = score(m, val_rows)
-        test = score(m, test_rows[mon])
-        monitored.append(test)
-        return {"val_loss": F.cross_entropy(torch.from_numpy(val), torch.from_numpy(y_val)).item(),
-                "val_acc": 100 * macro_accuracy(y_val, val.argmax(1), len(SCENES)),
-                "test_acc": 100 * macro_accuracy(y_mon, test.argmax(1), len(SCENES))}
-
-    out = train(model, step_loss, len(train_part), recipe, device=dev, seed=seed, evaluate=evaluate,
-                select="val_loss", mode="min", workdir=folder, key=key, desc=f"{strategy} {split} %",
-                progress=progress, log=lambda line: print(f"  {strategy:>7} {split:>3} %  {line}"))
-    history, best = out["history"], out["best_epoch"]
-    # a resumed run scored only the epochs after its resume: they are the last len(monitored) epochs
-    monitored = dict(zip(range(len(history) - len(monitored) + 1, len(history) + 1), monitored))
-    # logits of the selected weights: on the whole test split (scored) and on every clip of the split
-    # (the student's targets; not for the scratch row, which teaches nobody)
-    test = monitored.get(best) if len(mon) == len(test_part) else None
-    if test is None:  # only a share was monitored, or the run resumed after its selected epoch
-        test = score(model, test_rows)
-    train_logits = (score(model, split_rows) if strategy in TEACHERS
-                    else np.zeros((0, len(SCENES)), dtype=np.float32))
-    torch.save({"strategy": strategy, "encoder_cfg": model.encoder.cfg.to_dict(),
-                "state_dict": model.state_dict()}, folder / "model.pt")
-    np.save(folder / "train_logits.npy", train_logits.astype(np.float32))
-    np.save(folder / "test_logits.npy", test.astype(np.float32))
-    manifest = {"teacher": strategy, "split": split, "config": config, "key": key,
-                "code_version": f"asc_lib {__version__}, teachers v{TEACHER_VERSION}",
-                "train_files": split_part.filename.tolist(),
-                "test_files": test_part.filename.tolist(), "val_recordings": sorted(val_part.recording.unique()),
-                "monitored_test_clips": len(mon), "best_epoch": best,
-                "test_selected_epoch": int(np.argmax([h["test_acc"] for h in history])) + 1,
-                "test": _scores(y_test, test, device_ids(test_part)),
-                "val_selected_test_acc": history[best - 1]["test_acc"],
-                "test_selected_test_acc": max(h["test_acc"] for h in history),
-                "history": history, "seconds": time.perf_counter() - t0}
-    done = write_manifest(folder, manifest)
-    (folder / "last.pt").unlink(missing_ok=True)  # resume state, of no use once the run is complete
-    return done
 
 
 def run_all(splits, *, meta: pd.DataFrame, root: Path, test_part: pd.DataFrame, w16, checkpoints: dict,
@@ -358,6 +367,7 @@ def load_logits(manifest: dict, part: str, files=None) -> np.ndarray:
     (clip names; default the manifest's order). A clip the teacher never saw is a clear error."""
     folder = Path(manifest["folder"])
     path = folder / f"{part}_logits.npy"
+    verify(path, manifest.get("files", {}).get(path.name), f"delete {folder} to train it again")
     try:
         logits = np.load(path)
     except (ValueError, OSError) as err:  # missing, truncated, not a .npy file

@@ -50,8 +50,10 @@ class Counter:
 
 
 def cache_files(folder: Path) -> list[str]:
-    """The cache's data files (the memo of content hashes, hashes.json, aside)."""
-    return sorted(p.name for p in folder.iterdir() if p.name != "hashes.json")
+    """The cache's data files (the memo of content hashes, hashes.json, each file's recorded hash,
+    wave_*.json, and the build locks, .wave_*.lock, aside)."""
+    return sorted(p.name for p in folder.iterdir()
+                  if p.name != "hashes.json" and p.suffix not in (".json", ".lock"))
 
 
 @pytest.mark.parametrize("sr", [16000, 32000])

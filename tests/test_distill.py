@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from asc_lib import distill
 from asc_lib.data import dataset
 from asc_lib.data.tau import read_split
+from asc_lib.integrity import file_hash
 from asc_lib.train import Recipe
 from test_teachers import _run, assert_same_publication, setup, whole_and_resumed  # noqa: F401  (the tiny twin and tiny BEATs checkpoints)
 
@@ -118,6 +119,7 @@ def test_a_resumed_student_publishes_what_an_uninterrupted_one_does(setup, monke
 
 
 def test_a_damaged_student_is_a_clear_error(tmp_path):
-    (tmp_path / "model.pt").write_bytes(b"PK\x03\x04 truncated")
+    (tmp_path / "model.pt").write_bytes(b"PK\x03\x04 truncated")  # written so (its hash matches): not a torch file
+    manifest = {"folder": str(tmp_path), "files": {"model.pt": file_hash(tmp_path / "model.pt")}}
     with pytest.raises(RuntimeError, match=r"model\.pt: cannot load this student .*; delete .* to train it again"):
-        distill.load_student({"folder": str(tmp_path)})
+        distill.load_student(manifest)

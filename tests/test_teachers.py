@@ -213,7 +213,7 @@ def test_a_damaged_manifest_or_logits_file_is_named_with_the_way_out(setup):
     kept = {name: (folder / name).read_bytes() for name in ("manifest.json", "test_logits.npy")}
     try:
         (folder / "test_logits.npy").write_bytes(b"\x93NUMPY cut short")
-        with pytest.raises(RuntimeError, match=rf"test_logits.npy: cannot read this teacher's logits .*; "
+        with pytest.raises(RuntimeError, match=rf"test_logits.npy: its bytes have changed since it was written .*; "
                                                rf"delete {re.escape(str(folder))} to train it again"):
             teachers.load_logits(m, "test")
         (folder / "manifest.json").write_text('{"teacher": "SSL", ')

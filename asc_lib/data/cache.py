@@ -10,8 +10,12 @@ The build is atomic and resumable. Rows are written into ``<name>.partial.npy`` 
 marked done is on disk). When every row is done the partial file is renamed to ``<name>.npy`` with
 :func:`os.replace`. Only a file under the final name is ever trusted; an interrupted build (an
 exception, Ctrl-C, a killed kernel) picks up at the next call where the mask says it stopped. A build
-that starts deletes the partial files of every other build in its folder: they would never be resumed.
-Two processes must not build the same cache at the same time.
+that starts deletes the partial files of every other build in its folder that no process is running:
+they would never be resumed. One process builds a cache at a time (:func:`asc_lib.integrity.build_lock`:
+a second one waits, then reuses it); the bytes are reserved on disk before the first row is written.
+
+The hash of the finished file's bytes is written beside it (``<name>.json``) before the rename, and a
+reader checks it once per process: a cache whose bytes changed is an error naming it, never used.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from ..dsp import Resampler
+from ..integrity import build_lock, check_free, file_hash, is_locked, reserve, verify
 
 # Bump whenever a change to this module changes the cached values or layout: old caches are then
 # ignored (their key no longer matches) instead of being read as if they were current.
@@ -153,12 +158,16 @@ def _open_partial(partial: Path, mask: Path, shape: tuple[int, int]) -> tuple[np
             data = np.lib.format.open_memmap(partial, mode="r+")
             done = np.lib.format.open_memmap(mask, mode="r+")
             if data.shape == shape and data.dtype == np.float32 and done.shape == shape[:1] and done.dtype == bool:
+                reserve(partial, f"the waveform cache {partial.name}")
                 return data, done
             del data, done
         except (OSError, ValueError):
             pass
     # Data file first, mask second: a mask without its data file is never left behind.
+    what = f"the waveform cache {partial.name} ({shape[0]} clips)"
+    check_free(partial.parent, 4 * shape[0] * shape[1] + shape[0] + 256, what)
     data = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
+    reserve(partial, what)
     done = np.lib.format.open_memmap(mask, mode="w+", dtype=bool, shape=shape[:1])
     done[:] = False
     done.flush()
@@ -195,23 +204,42 @@ def waveform_cache(files: list[Path], sr: int, cache_dir: Path, *, source_sr: in
     mask = cache_dir / f"{name}.done.npy"
     shape = (len(files), round(sr * seconds))
 
-    if final.exists():
-        try:
-            out = np.load(final, mmap_mode="r")
-        except (OSError, ValueError):
-            out = None
-        if out is not None and out.shape == shape and out.dtype == np.float32:
+    with build_lock(final, "waveform cache"):
+        out = _reuse(final, shape, progress)
+        if out is not None:
             mask.unlink(missing_ok=True)  # left behind if a build was killed right after its rename
-            if progress:
-                print(f"waveform cache: reusing {final.name} ({shape[0]} clips, "
-                      f"{final.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
             return out
+        # an interrupted build of other clips or another rate is never resumed once another build starts
+        # (the chapters build each rate in turn, so a build starting means the others finished or went
+        # stale), unless a process is building it now
+        for stale in [*cache_dir.glob("wave_*.partial.npy"), *cache_dir.glob("wave_*.done.npy")]:
+            other = stale.name.split(".")[0]
+            if other != name and not is_locked(cache_dir / f"{other}.npy"):
+                stale.unlink(missing_ok=True)
+        return _build(files, final, partial, mask, shape, sr, source_sr, seconds, progress, chunk)
 
-    # an interrupted build of other clips or another rate is never resumed once another build starts
-    # (the chapters build each rate in turn, so a build starting means the others finished or went stale)
-    for stale in [*cache_dir.glob("wave_*.partial.npy"), *cache_dir.glob("wave_*.done.npy")]:
-        if not stale.name.startswith(f"{name}."):
-            stale.unlink()
+
+def _reuse(final: Path, shape: tuple, progress: bool) -> np.ndarray | None:
+    """The finished cache ``final``, its bytes checked against the hash written beside it; None if there
+    is none (or one from before hashes were recorded, rebuilt then)."""
+    record = final.with_suffix(".json")
+    if not (final.exists() and record.exists()):
+        return None
+    try:
+        expected = json.loads(record.read_text())["blake2b"]
+        out = np.load(final, mmap_mode="r")
+    except (OSError, ValueError, KeyError):
+        return None
+    if out.shape != shape or out.dtype != np.float32:
+        return None
+    verify(final, expected, f"delete {final} (and {record.name}) to decode the clips again")
+    if progress:
+        print(f"waveform cache: reusing {final.name} ({shape[0]} clips, "
+              f"{final.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+    return out
+
+
+def _build(files, final, partial, mask, shape, sr, source_sr, seconds, progress, chunk) -> np.ndarray:
     data, done = _open_partial(partial, mask, shape)
     todo = np.flatnonzero(~done[:])
     resample = _resampler(source_sr, sr)
@@ -236,6 +264,10 @@ def waveform_cache(files: list[Path], sr: int, cache_dir: Path, *, source_sr: in
     seconds_taken = time.perf_counter() - start
     data.flush()
     del data, done  # close both maps before renaming / deleting their files
+    record = final.with_suffix(".json")
+    tmp = record.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"blake2b": file_hash(partial), "shape": list(shape)}))
+    os.replace(tmp, record)  # the hash first: a final file without it is never trusted
     os.replace(partial, final)
     mask.unlink(missing_ok=True)
     if progress:

@@ -24,6 +24,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from ..integrity import build_lock, partial_of, remove_partials
 from . import CITIES, DEVICES, SCENES
 from .tau import write_tsv
 
@@ -373,10 +374,16 @@ def make_synthetic_tau(root: Path, size: str = "ci", seed: int = 0, workers: int
     its unlabeled pool at ``root/pool``; returns ``root``.
 
     Reuses ``root`` when it already holds this very twin (same size, seed and generator version).
-    Built in a temporary folder and renamed at the end, so an interrupted build is never reused.
+    Built in a temporary folder of this process and renamed at the end, so an interrupted build is never
+    reused; one process builds it at a time (a second waits for it, then reuses its twin).
     """
     root = Path(root)
     manifest = {"twin_version": TWIN_VERSION, "size": size, **asdict(TWIN_SIZES[size]), "seed": seed}
+    with build_lock(root, "synthetic TAU22 twin"):  # a second process waits, then reuses it
+        return _make_twin(root, manifest, size, seed, workers, progress)
+
+
+def _make_twin(root: Path, manifest: dict, size: str, seed: int, workers: int, progress: bool) -> Path:
     if (root / "twin.json").is_file():
         if json.loads((root / "twin.json").read_text()) == manifest:
             # messages about cached work go to stderr: a fresh and a cached run print the same stdout
@@ -385,8 +392,8 @@ def make_synthetic_tau(root: Path, size: str = "ci", seed: int = 0, workers: int
         shutil.rmtree(root)  # an older twin or another seed: rebuild
     elif root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} exists and is not a synthetic twin (no twin.json): refusing to overwrite it")
-    tmp = root.with_name(f".{root.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_partials(root)  # builds of processes that died: we hold the lock
+    tmp = partial_of(root)
     (tmp / "audio").mkdir(parents=True)
     plan = _plan(TWIN_SIZES[size], seed)
     jobs = [(rec, seed, str(tmp), TWIN_SIZES[size].clips_per_recording) for rec in plan]

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import soundfile as sf
 
+from ..integrity import build_lock, partial_of, remove_partials
 from . import DEVICES, SCENES
 
 SPLITS = (5, 10, 25, 50, 100)
@@ -176,10 +177,16 @@ def write_cut(root: Path, dest: Path, clips_per_recording: int) -> Path:
     (where the folder has it), and of each recording the first ``clips_per_recording`` 1 s clips are kept.
     ``meta.csv`` lists only the kept clips, so the cut is a valid TAU22 folder of whole recordings, with a
     validation recording per scene to hold out. The audio files are hard-linked (copied across file
-    systems). Written atomically; an existing ``dest`` is reused."""
+    systems). Written atomically, by one process at a time; an existing ``dest`` is reused."""
     root, dest = Path(root), Path(dest)
-    if (dest / "meta.csv").is_file():
-        return dest
+    with build_lock(dest, "TAU22 cut"):
+        if (dest / "meta.csv").is_file():
+            return dest
+        remove_partials(dest)
+        return _write_cut(root, dest, clips_per_recording)
+
+
+def _write_cut(root: Path, dest: Path, clips_per_recording: int) -> Path:
     meta = read_meta(root)
 
     def pick(part: pd.DataFrame, others: tuple[str, ...], path: Path) -> set:
@@ -204,8 +211,7 @@ def write_cut(root: Path, dest: Path, clips_per_recording: int) -> Path:
         part = part[[r in chosen for r in zip(part.recording, part.device)]]
         clips[split] = part.sort_values("subsegment", kind="stable").groupby(["recording", "device"]).head(
             clips_per_recording).sort_index()
-    tmp = dest.with_name(f".{dest.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = partial_of(dest)
     (tmp / "audio").mkdir(parents=True)
     every = pd.concat(clips.values()).drop_duplicates("filename").sort_values("filename")
     for filename in every.filename:

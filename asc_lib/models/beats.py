@@ -516,6 +516,15 @@ def load_beats_checkpoint(path, map_location="cpu") -> BEATs:
         if wrong:
             parts.append(f"{len(wrong)} tensor(s) with wrong shape: {_names(wrong, 3)}")
         raise BEATsCheckpointError(f"{path}: state dict does not match its cfg: " + "; ".join(parts))
+    # load_state_dict would cast integer weights to float silently, and NaN weights give NaN everywhere
+    cast = [f"{k} ({state[k].dtype})" for k, v in expected.items()
+            if state[k].is_floating_point() != v.is_floating_point() or state[k].is_complex()]
+    if cast:
+        raise BEATsCheckpointError(f"{path}: {len(cast)} tensor(s) are not floating point, as BEATs' weights are: "
+                                   f"{_names(cast, 3)}")
+    broken = [k for k, v in state.items() if not torch.isfinite(v).all()]
+    if broken:
+        raise BEATsCheckpointError(f"{path}: {len(broken)} tensor(s) hold NaN or infinite values: {_names(broken, 3)}")
     model = BEATs(cfg)
     model.load_state_dict(state, strict=True)
     model.label_dict = ckpt.get("label_dict")
