@@ -95,23 +95,48 @@ def curves(history: list[dict], keys, chance: dict | None = None, title: str = "
     return fig
 
 
-def validation_curves(runs: dict, key: str = "val_loss", title: str = ""):
-    """``key`` per epoch of every run (``runs``: ``(name, split) -> manifest``), one panel per split,
-    one line per name; the open circle is the epoch that was selected."""
+def training_curves(runs: dict, steps_per_epoch, title: str = ""):
+    """Every run's loss and validation accuracy against optimiser steps (``runs``: ``(name, split) ->
+    manifest`` with a per-epoch ``history``; ``steps_per_epoch(name, split)``), one column per split. Top:
+    training loss (dashed; on mixed-up batches, so above the loss on clean clips) and validation loss
+    (solid), the open circle at the epoch kept; bottom: validation accuracy."""
     splits = sorted({s for _, s in runs})
-    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 3.3), layout="constrained",
-                             squeeze=False, sharey=True)
-    for ax, split in zip(axes.flat, splits):
-        for k, ((name, s), m) in enumerate((n, m) for n, m in runs.items() if n[1] == split):
+    fig, axes = plt.subplots(2, len(splits), figsize=(3.3 * len(splits), 5.2), layout="constrained",
+                             squeeze=False, sharey="row")
+    for col, split in enumerate(splits):
+        for k, name in enumerate(n for n, s in runs if s == split):
+            m, color = runs[name, split], plt.cm.tab10(k % 10)
             h = m["history"]
-            line, = ax.plot([e["epoch"] for e in h], [e[key] for e in h], marker=".", label=name,
-                            color=plt.cm.tab10(k % 10))
-            best = h[m["best_epoch"] - 1]
-            ax.plot(best["epoch"], best[key], "o", mfc="none", ms=10, color=line.get_color())
-        ax.set(xlabel="epoch", title=f"{split} % split")
+            x = [e["epoch"] * steps_per_epoch(name, split) for e in h]
+            axes[0, col].plot(x, [e["loss"] for e in h], "--", lw=1, color=color)
+            axes[0, col].plot(x, [e["val_loss"] for e in h], "-", color=color, label=name)
+            best = m["best_epoch"] - 1
+            axes[0, col].plot(x[best], h[best]["val_loss"], "o", mfc="none", ms=8, color=color)
+            axes[1, col].plot(x, [e["val_acc"] for e in h], "-", color=color, label=name)
+        axes[0, col].set_title(f"{split} % split")
+        axes[1, col].set_xlabel("optimiser steps")
+        for ax in axes[:, col]:
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("loss (dashed: training)")
+    axes[1, 0].set_ylabel("validation accuracy (%)")
+    axes[1, -1].legend(fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+def fit_curves(histories: dict, title: str = ""):
+    """Training loss and training accuracy per epoch of :func:`asc_lib.train.fit` runs (``histories``:
+    ``{label: history}``), one line per run."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), layout="constrained")
+    for k, (label, h) in enumerate(histories.items()):
+        epochs = [e["epoch"] for e in h]
+        axes[0].plot(epochs, [e["loss"] for e in h], color=plt.cm.tab10(k), label=label)
+        axes[1].plot(epochs, [100 * e["train_acc"] for e in h], color=plt.cm.tab10(k), label=label)
+    axes[0].set(xlabel="epoch", ylabel="training loss")
+    axes[1].set(xlabel="epoch", ylabel="training accuracy (%)", ylim=(0, 101))
+    for ax in axes:
         ax.grid(alpha=0.3)
-    axes.flat[0].set_ylabel(key.replace("_", " "))
-    axes.flat[-1].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
     fig.suptitle(title)
     return fig
 
@@ -130,6 +155,15 @@ def embedding_scatter(xy, groups: dict, title: str = ""):
     return fig
 
 
+def _fraction_axis(ax, splits, title: str) -> None:
+    """Accuracy against the labelled fraction: a log x axis labelled with the splits."""
+    ax.set(xscale="log", xticks=splits, xticklabels=[f"{s} %" for s in splits], xlabel="labelled training data",
+           ylabel="macro accuracy (%)", title=title)
+    ax.minorticks_off()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def accuracy_vs_fraction(table, references: dict | None = None, title: str = ""):
     """One line per system (rows of ``table``; columns are split percentages) on a log x axis;
     ``references``: {label: {split: accuracy}} drawn dashed (e.g. the published baseline)."""
@@ -139,11 +173,25 @@ def accuracy_vs_fraction(table, references: dict | None = None, title: str = "")
     for label, values in (references or {}).items():
         ax.plot(list(values), list(values.values()), ls="--", color="0.4", marker=".", label=label)
     splits = list(table.columns)
-    ax.set(xscale="log", xticks=splits, xticklabels=[f"{s} %" for s in splits], xlabel="labelled training data",
-           ylabel="macro accuracy (%)", title=title)
-    ax.minorticks_off()
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _fraction_axis(ax, splits, title)
+    return fig
+
+
+def seed_curves(seeds, systems, references: dict | None = None, title: str = ""):
+    """Accuracy against the labelled fraction for ``systems`` (names in ``seeds``, the seed study's long
+    table: system, split, seed, accuracy): the mean over the seeds as a line, each seed as a dot;
+    ``references`` ({label: {split: accuracy}}) dashed."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    for k, name in enumerate(systems):
+        rows = seeds[seeds.system == name]
+        mean = rows.groupby("split").accuracy.mean()
+        color = plt.cm.tab10(k % 10)
+        ax.plot(mean.index, mean.values, marker="o", color=color, label=name)
+        ax.scatter(rows.split, rows.accuracy, s=12, color=color, alpha=0.5)
+    for label, values in (references or {}).items():
+        ax.plot(list(values), list(values.values()), ls="--", color="0.4", marker=".", label=label)
+    splits = sorted(seeds.split.unique())
+    _fraction_axis(ax, splits, title)
     return fig
 
 

@@ -65,9 +65,11 @@ def verdicts(preds: dict, comparisons, y_true, groups, n_classes: int, n_boot: i
     return pd.DataFrame(rows).set_index("statement")
 
 
-def say(verdict: pd.DataFrame) -> str:
-    """The verdicts as sentences, one per line (numbers rounded here, once)."""
-    return "\n".join(f"- {s}: {r.margin:+.1f} points (95 % CI {r.low:+.1f} to {r.high:+.1f}): {r.verdict}"
+def say(verdict: pd.DataFrame, markdown: bool = False) -> str:
+    """The verdicts as sentences, one per line (numbers rounded here, once); ``markdown``: a Markdown list
+    with each verdict in bold, for ``IPython.display.Markdown``."""
+    b = "**" if markdown else ""
+    return "\n".join(f"- {s}: {r.margin:+.1f} points (95 % CI {r.low:+.1f} to {r.high:+.1f}): {b}{r.verdict}{b}"
                      for s, r in verdict.iterrows())
 
 
@@ -107,6 +109,31 @@ def still_learning(drops: pd.Series) -> str:
     which = ", ".join(f"{name} {split} %" for name, split in still.index)
     return (f"{len(still)} of {len(drops)} runs lowered their validation loss by more than {FLAT} in the last third "
             f"of their epochs" + (f": {which}" if which else ""))
+
+
+def describe_curves(runs: dict) -> str:
+    """What the training curves of ``runs`` (``(name, split) -> manifest``) show, as a Markdown list: which
+    runs were still learning when their schedule ended (lowest validation loss still falling by more than
+    :data:`FLAT` in the last third), which overfitted (validation loss up by more than :data:`FLAT` from its
+    lowest point at the end, while the training loss fell), and which had flattened."""
+    still, over, flat = [], [], []
+    for (name, split), m in runs.items():
+        val, tr = [h["val_loss"] for h in m["history"]], [h["loss"] for h in m["history"]]
+        third = max(1, len(val) // 3)
+        label = f"{name} {split} %"
+        if min(val[:-third]) - min(val[-third:]) > FLAT:
+            still.append(label)
+        elif val[-1] - min(val) > FLAT and tr[-1] < tr[val.index(min(val))]:
+            over.append(f"{label} (+{val[-1] - min(val):.2f})")
+        else:
+            flat.append(label)
+    n = len(runs)
+    return "\n".join([
+        f"- **Still learning** when the schedule ended, {len(still)} of {n} runs: {', '.join(still) or 'none'}.",
+        f"- **Overfitting** (validation loss up from its lowest by the end while the training loss fell), "
+        f"{len(over)} of {n}: {', '.join(over) or 'none'}. Selection keeps each run's lowest point (the circle).",
+        f"- **Flat**, {len(flat)} of {n}: {', '.join(flat) or 'none'}.",
+    ])
 
 
 def less_with_more_data(acc: dict, conv: pd.DataFrame, passes: dict) -> list[str]:

@@ -417,6 +417,12 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batc
     return history
 
 
+def memorised(history: list[dict], level: float = 0.999) -> int | None:
+    """The first epoch whose training accuracy reached ``level`` (the network then classifies every
+    training clip it sees correctly), or None."""
+    return next((h["epoch"] for h in history if h["train_acc"] >= level), None)
+
+
 def predict(model: nn.Module, x: torch.Tensor, *, device: torch.device, batch_size: int = 256) -> np.ndarray:
     """Predicted class (N,) of each example of ``x`` (N, ...) (eval mode)."""
     return predict_logits(model, len(x), lambda idx: x[idx].float(), device=device,

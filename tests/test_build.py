@@ -71,7 +71,8 @@ def _printed(name):
 def test_teachers_chapter_glues_what_it_printed_and_writes_its_table(html):
     page = re.sub(r"\s+", " ", (html / "book" / "04_teachers.html").read_text())
     best, mean = re.search(r"best: (.+?), mean ([\d.]+) %", _printed("04_teachers")).groups()
-    assert f'best system <span class="pasted-text">{best}</span> with a mean of <span class="pasted-text">{mean}</span>' in page
+    assert (f'best system is <span class="pasted-text">{best}</span>, with a mean of '
+            f'<span class="pasted-text">{mean}</span>') in page
     csv = (ROOT / "book" / "results" / "teachers.csv").read_text().splitlines()
     splits = ",".join(str(s) for s in profiles.get_profile("ci").teachers.splits)
     assert csv[0].startswith(f",{splits},mean") and len(csv) == 1 + 4 + 4  # 4 rows + 4 ensembles
@@ -108,3 +109,24 @@ def test_chapter_pages_show_no_test_apparatus_and_no_nan(html, name):
         figure = cell.metadata.get("mystnb", {}).get("figure")
         if figure:
             assert f'id="{figure["name"]}"' in page and letters(figure["caption"]) in text, figure["name"]
+
+
+def test_the_student_chapter_says_of_the_teachers_fit_what_its_table_shows():
+    """The sentence under the table of the teachers' accuracy on the clips they teach is computed from that
+    table: it says "have fitted" only if every run is at least results.FITTED % accurate there."""
+    from asc_lib import results
+
+    nb = nbformat.read(ROOT / "book" / "05_student.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "accuracy on the clips it teaches" in c.source
+                and "fitted" in c.source)
+    table = next(o["data"]["text/plain"] for o in cell.outputs if "data" in o and "text/plain" in o["data"])
+    first_block = table.split("\n\n")[0]  # pandas wraps a wide frame: the first block has this column first
+    assert first_block.lstrip().startswith("accuracy on the clips it teaches"), table
+    fit = [float(re.findall(r"\d+\.\d+", line)[0]) for line in first_block.splitlines()
+           if len(re.findall(r"\d+\.\d+", line)) >= 2]
+    assert len(fit) >= 3, table
+    said = "".join(o.get("text", "") for o in cell.outputs)
+    fitted = min(fit) >= results.FITTED
+    assert (f"they {'have' if fitted else 'have not'} fitted them" in said), (fit, said)
+    low, high = map(float, re.search(r"([\d.]+)-([\d.]+) % correct on them", said).groups())
+    assert abs(low - min(fit)) < 0.06 and abs(high - max(fit)) < 0.06, (low, high, fit)  # the table: 2 decimals

@@ -1,6 +1,8 @@
 """Chapters: source notebooks are clean and well-formed; book/ holds their executed copies."""
 
 import re
+import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -112,15 +114,45 @@ def test_code_fits_the_column_and_parses(path):
         if cell.cell_type != "code" or "%pip" in cell.source:
             continue
         ast.parse(cell.source)
-        long = [line for line in cell.source.splitlines() if len(line) > 100]
-        assert not long, f"{path.name}: code lines over 100 characters overflow the book's code column: {long}"
+        long = [line for line in cell.source.splitlines() if len(line) > 82]
+        assert not long, f"{path.name}: code lines over 82 characters overflow the book's code column: {long}"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "book").glob("[0-9]*.ipynb")), ids=lambda p: p.stem)
-def test_long_logs_scroll(path):
-    """A cell that prints more than 20 lines (an epoch log) shows them in a scroll box, not down the page."""
+def test_long_logs_are_behind_a_toggle(path):
+    """A cell that prints more than 20 lines (an epoch log) hides them behind a toggle (its curves are the
+    chapter's figures), not down the page."""
     for cell in _read(path).cells:
         lines = sum(o.get("text", "").count("\n") for o in cell.get("outputs", []) if o.get("name") == "stdout")
         if lines > 20:
-            assert "scroll-output" in cell.metadata.get("tags", []), \
-                f"{path.name}: a cell prints {lines} lines without the scroll-output tag: {cell.source[:60]!r}"
+            assert "hide-output" in cell.metadata.get("tags", []), \
+                f"{path.name}: a cell prints {lines} lines without the hide-output tag: {cell.source[:60]!r}"
+
+
+HINT = re.compile(r"`(python -m asc_lib\.book run [^`]*)`")
+
+
+def test_every_rerun_hint_writes_outside_book():
+    """A re-run hint that wrote into book/ would replace a published chapter and its tables (the Results
+    chapter would then refuse the seed study as stale)."""
+    hints = [h for p in sorted((ROOT / "chapters").glob("[0-9]*.ipynb")) for c in _read(p).cells
+             if c.cell_type == "markdown" for h in HINT.findall(c.source)]
+    assert len(hints) >= 6
+    assert all(re.search(r"--into /tmp/\S+", h) for h in hints), [h for h in hints if "--into" not in h]
+
+
+def test_a_rerun_hint_runs_end_to_end_and_leaves_the_book_alone(tmp_path):
+    """The Quick tour's hint, run as printed (its folder moved to tmp_path): the chapter and its output land
+    there, with another seed's numbers, and book/ is not touched."""
+    hint = next(h for c in _read(ROOT / "chapters" / "01_quick_tour.ipynb").cells if c.cell_type == "markdown"
+                for h in HINT.findall(c.source))
+    published = {p.name: p.read_bytes() for p in (ROOT / "book").glob("*.ipynb")}
+    results = {p.name: p.read_bytes() for p in (ROOT / "book" / "results").glob("*.csv")}
+    args = re.sub(r"--into /tmp/\S+", f"--into {tmp_path}", hint).split()[3:]
+    proc = subprocess.run([sys.executable, "-m", "asc_lib.book", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ran = nbformat.read(tmp_path / "01_quick_tour.ipynb", as_version=4)
+    assert "seed = 1" in next(c.source for c in ran.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert {p.name: p.read_bytes() for p in (ROOT / "book").glob("*.ipynb")} == published
+    assert {p.name: p.read_bytes() for p in (ROOT / "book" / "results").glob("*.csv")} == results

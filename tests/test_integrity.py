@@ -250,13 +250,15 @@ def _slow_book(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
 def test_a_stopped_runner_takes_papermill_and_the_kernel_with_it(tmp_path, how):
     root, pids = _slow_book(tmp_path)
+    running = lambda: {p for p in Path(book.tempfile.gettempdir()).glob(f"{book.TMP_PREFIX}*") if is_locked(p / "run")}
+    before = running()  # other runners on this machine
     runner = subprocess.Popen([sys.executable, "-c", "from pathlib import Path; from asc_lib import book; "
                                f"book.exit_on_sigterm(); book.run(Path({str(root)!r}), 'ci', None, {{}})"], cwd=ROOT)
     _wait_until(pids.exists, 120, "the chapter to start")
     time.sleep(0.5)
     kernel, papermill = json.loads(pids.read_text())
-    temp = [p for p in Path(book.tempfile.gettempdir()).glob(f"{book.TMP_PREFIX}*") if is_locked(p / "run")]
-    assert len(temp) == 1
+    temp = list(running() - before)
+    assert len(temp) == 1, temp
     runner.send_signal(how)
     runner.wait(timeout=30)
     _wait_until(lambda: not _alive(papermill) and not _alive(kernel), 15, "papermill and its kernel to stop")

@@ -351,3 +351,29 @@ def test_student_logmel_all_fills_one_tensor_batch_by_batch():
     want = torch.cat([student_logmel(torch.from_numpy(waves[i:i + 3]), n_mels=32).unsqueeze(1).half()
                       for i in range(0, 7, 3)])
     assert got.dtype == torch.float16 and got.shape == (7, 1, 32, 64) and torch.equal(got, want)
+
+
+def test_less_with_more_data_names_each_drop_with_its_steps_and_passes():
+    from asc_lib import results
+
+    acc = {("scratch", 5): 38.3, ("scratch", 25): 30.3, ("scratch", 100): 64.2, ("SSL", 5): 40.0, ("SSL", 25): 50.0}
+    conv = pd.DataFrame([("scratch", 5, 96, 0.0), ("scratch", 25, 96, 0.1), ("scratch", 100, 270, 0.0),
+                         ("SSL", 5, 96, 0.0), ("SSL", 25, 96, 0.0)],
+                        columns=["run", "split", "steps", "last-third drop"]).set_index(["run", "split"])
+    passes = {k: 1.0 for k in acc} | {("scratch", 5): 15.4, ("scratch", 25): 3.1}
+    (line,) = results.less_with_more_data(acc, conv, passes)
+    assert line.startswith("**scratch** is 38.3 % on the 5 % split but 30.3 % on the 25 % split")
+    assert "96 and 96 optimiser steps, 15.4 and 3.1 passes" in line and "still falling" in line
+
+
+def test_top_confusions_are_the_largest_off_diagonal_shares():
+    from asc_lib.data import SCENES
+    from asc_lib.data.difficulty import top_confusions
+
+    m = np.diag(np.full(len(SCENES), 10))
+    bus, airport, tram = (SCENES.index(s) for s in ("bus", "airport", "tram"))
+    m[bus, airport], m[bus, bus] = 3, 7  # 30 % of bus
+    m[tram, bus], m[tram, tram] = 1, 9  # 10 % of tram
+    got = top_confusions(m, k=2)
+    assert [(t, p, round(x)) for t, p, x, _ in got] == [("bus", "airport", 30), ("tram", "bus", 10)]
+    assert "engine" in got[1][3] and "engine" not in got[0][3]  # tram and bus share the engine; airport has none

@@ -22,10 +22,12 @@ UNSEEN = ("s4", "s5", "s6")
 
 
 def scratch_check(root, meta: pd.DataFrame, feats: torch.Tensor, settings: DataSettings, device: torch.device,
-                  seed: int = 0, threads: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+                  seed: int = 0, threads: int | None = None, histories: dict | None = None
+                  ) -> tuple[pd.DataFrame, np.ndarray]:
     """Train a TinyCNN per split in ``settings.check_splits`` on ``feats`` (log-mels of every clip of
     ``meta``); returns one row per split (macro accuracy with its 95 % interval bootstrapped over test
-    locations, device-wise accuracy, %) and the confusion matrix of the largest split's model on the test split."""
+    locations, device-wise accuracy, %) and the confusion matrix of the largest split's model on the test split.
+    ``histories``: a dict that receives each split's training history (:func:`asc_lib.train.fit`)."""
     test = read_split(root, "test", meta)
     x_test, y_test = feats[rows(meta, test)], labels(test)
     results, matrix = [], None
@@ -36,8 +38,10 @@ def scratch_check(root, meta: pd.DataFrame, feats: torch.Tensor, settings: DataS
         epochs = max(settings.check_epochs, math.ceil(settings.check_min_steps / steps_per_epoch))
         generator = seed_everything(seed, threads=threads)
         model = TinyCNN(n_classes=len(SCENES))
-        fit(model, x, y, epochs=epochs, batch_size=settings.check_batch_size, lr=settings.check_lr,
-            device=device, generator=generator)
+        history = fit(model, x, y, epochs=epochs, batch_size=settings.check_batch_size, lr=settings.check_lr,
+                      device=device, generator=generator)
+        if histories is not None:
+            histories[f"{split} %"] = history
         pred = predict(model, x_test, device=device)
         per_device = group_accuracy(y_test, pred, test.device.to_numpy(), len(SCENES))
         low, high = interval(bootstrap_macro(y_test, pred, test.identifier.to_numpy(), len(SCENES))[0])
@@ -58,3 +62,19 @@ def criteria(table: pd.DataFrame) -> list[tuple[str, bool]]:
          full.macro - small.macro >= 10),
         (f"unseen devices s4-s6: {unseen:.1f} %, below device a ({full['a']:.1f} %)", unseen < full["a"]),
     ]
+
+
+def top_confusions(matrix: np.ndarray, k: int = 3) -> list[tuple[str, str, float, list[str]]]:
+    """The ``k`` largest off-diagonal cells of a confusion matrix (counts, rows = true scene): ``(true,
+    predicted, % of the true scene's clips, the sound sources the twin's recipes of the two scenes share)``."""
+    from .synthetic import RECIPES
+
+    share = 100 * matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    np.fill_diagonal(share, -1)
+    order = np.argsort(share, axis=None, kind="stable")[::-1][:k]
+    out = []
+    for true, pred in zip(*np.unravel_index(order, share.shape)):
+        a, b = ({f.__name__.strip("_") for f, _, _ in RECIPES.get(SCENES[i], [])} for i in (true, pred))
+        out.append((SCENES[true], SCENES[pred], float(share[true, pred]), sorted(a & b)))
+    return out
+

@@ -1,0 +1,76 @@
+"""The published site: the HTML book checked in headless Chromium (asc_lib.sitecheck), and the workflow that
+publishes it to GitHub Pages with the README's build command."""
+
+import re
+import shutil
+
+import pytest
+import yaml
+
+from asc_lib import book, sitecheck
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def html(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    assert book.build(ROOT, output=out) == 0
+    return out / "_build" / "html"
+
+
+def test_every_page_passes_the_site_check(html):
+    pages = sitecheck.check(html)
+    names = {p.name for p in pages}
+    assert {f"book/{n}.html" for n in ("intro", "01_quick_tour", "02_data", "03_beats", "04_teachers",
+                                       "05_student", "06_results", "references")} <= names
+    assert sum(p.blocks for p in pages) > 100  # the checks measured the chapters' blocks, not empty pages
+    problems = [f"{p.name}: {problem}" for p in pages for problem in p.problems()]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_site_check_finds_what_it_looks_for(tmp_path):
+    """A page with each defect: a broken link and anchor, a file path as alt text, a line wider than the
+    column, a page wider than a phone, and an image without alt text (axe: critical)."""
+    (tmp_path / "book").mkdir()
+    wide = "x" * 400
+    (tmp_path / "book" / "bad.html").write_text(
+        '<!DOCTYPE html><html><head><title>t</title></head><body><main><article class="bd-article">'
+        '<a href="missing.html">a</a> <a href="#nowhere">b</a>'
+        '<img src="../_images/abc.png" alt="../_images/abc.png"> <img src="../_images/abc.png">'
+        f'<div class="highlight"><pre style="overflow-x:auto">{wide}</pre></div>'
+        f'<p style="white-space:nowrap">{wide}</p></article></main></body></html>')
+    (tmp_path / "_images").mkdir()
+    shutil.copy(ROOT / "book" / "images" / "pipeline.svg", tmp_path / "_images" / "abc.png")
+    (page,) = sitecheck.check(tmp_path, ["book/bad.html"])
+    text = "\n".join(page.problems())
+    assert "missing.html does not resolve" in text and "#nowhere does not resolve" in text
+    assert "'../_images/abc.png' is not a description" in text and "'' is not a description" in text
+    assert "at 390 px the page is" in text and "code block is" in text
+    assert "axe critical: image-alt" in text
+    assert "no lang attribute" in text
+
+
+def _readme_build_command() -> str:
+    readme = (ROOT / "README.md").read_text()
+    return re.search(r"^\S*python -m asc_lib\.book build\b.*$", readme, re.M)[0]
+
+
+def test_the_pages_workflow_publishes_the_readme_build(html):
+    flow = yaml.safe_load((ROOT / ".github" / "workflows" / "pages.yml").read_text())
+    assert flow["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
+    assert flow["concurrency"]["group"] == "pages"
+    on = flow[True] if True in flow else flow["on"]  # YAML 1.1 reads the key `on` as True
+    assert on["push"]["branches"] == ["main"]
+    steps = flow["jobs"]["build"]["steps"]
+    runs = [s.get("run", "") for s in steps]
+    readme = _readme_build_command().split("python ", 1)[1]  # the README runs it with .venv's python
+    assert any(f"python {readme}" == r.strip() for r in runs), (readme, runs)
+    assert not any("asc_lib.book run" in r or "papermill" in r for r in runs)  # no re-execution
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == "_build/html" and (html / "index.html").exists()
+    deploy = flow["jobs"]["deploy"]
+    assert deploy["needs"] == "build" and deploy["steps"][-1]["uses"].startswith("actions/deploy-pages")
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    url = config["html"]["baseurl"]
+    owner, name = config["repository"]["url"].removeprefix("https://github.com/").split("/")
+    assert url == f"https://{owner}.github.io/{name}/" and url in (ROOT / "README.md").read_text()
