@@ -83,6 +83,12 @@ ENSEMBLE = "ensemble SSL* + SSL + SSL+SL"  # the paper's teacher: all three
 SUBMISSION = "student: KD from SSL* + SSL + SSL+SL"  # the student the paper submits (then INT8)
 
 
+def last_third_drop(val: list[float]) -> float:
+    """How much the lowest of the losses ``val`` (one per epoch) fell in the last third of the epochs."""
+    third = max(1, len(val) // 3)
+    return min(val[:-third]) - min(val[-third:])
+
+
 def convergence(runs: dict, recipe_of) -> pd.DataFrame:
     """Has each run's validation loss flattened? One row per run (``runs``: ``(name, split) ->
     manifest`` with a per-epoch ``history``; ``recipe_of(name, split)``: the recipe it trained with): its
@@ -91,10 +97,9 @@ def convergence(runs: dict, recipe_of) -> pd.DataFrame:
     out = []
     for (name, split), m in runs.items():
         r, val = recipe_of(name, split), [h["val_loss"] for h in m["history"]]
-        third = max(1, len(val) // 3)
         out.append({"run": name, "split": split, "steps": r.epochs * r.steps_per_epoch,
                     "selected epoch": f"{m['best_epoch']}/{len(val)}", "lowest val loss": min(val),
-                    "last-third drop": min(val[:-third]) - min(val[-third:])})
+                    "last-third drop": last_third_drop(val)})
     return pd.DataFrame(out).set_index(["run", "split"])
 
 
@@ -119,9 +124,8 @@ def describe_curves(runs: dict) -> str:
     still, over, flat = [], [], []
     for (name, split), m in runs.items():
         val, tr = [h["val_loss"] for h in m["history"]], [h["loss"] for h in m["history"]]
-        third = max(1, len(val) // 3)
         label = f"{name} {split} %"
-        if min(val[:-third]) - min(val[-third:]) > FLAT:
+        if last_third_drop(val) > FLAT:
             still.append(label)
         elif val[-1] - min(val) > FLAT and tr[-1] < tr[val.index(min(val))]:
             over.append(f"{label} (+{val[-1] - min(val):.2f})")
@@ -155,8 +159,9 @@ def less_with_more_data(acc: dict, conv: pd.DataFrame, passes: dict) -> list[str
                      if drop > FLAT else "its validation loss had flattened")
             out.append(f"**{name}** is {acc[name, small]:.1f} % on the {small} % split but {acc[name, large]:.1f} % "
                        f"on the {large} % split. The two runs took {steps[0]} and {steps[1]} optimiser steps, "
-                       f"{passes[name, small]:.1f} and {passes[name, large]:.1f} passes over their clips: the larger "
-                       f"split's run saw each clip fewer times, and {state}.")
+                       f"{passes[name, small]:.1f} and {passes[name, large]:.1f} passes over their clips"
+                       + (": the larger split's run saw each clip fewer times, and "
+                          if passes[name, large] < passes[name, small] else "; ") + f"{state}.")
     return out
 
 

@@ -122,7 +122,7 @@ def content_hashes(files: list[Path], memo: Path | None = None) -> list[str]:
         sig = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         entry = known.get(str(f))
         if entry is None or entry[:4] != sig:
-            entry = known[str(f)] = sig + [hashlib.blake2b(Path(f).read_bytes(), digest_size=16).hexdigest()]
+            entry = known[str(f)] = sig + [file_hash(f)]
             changed = True
         out.append(entry[4])
     if memo is not None and changed:

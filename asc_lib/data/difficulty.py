@@ -16,6 +16,7 @@ from ..repro import seed_everything
 from ..train import fit, predict
 from . import DEVICES, SCENES
 from .dataset import labels, rows
+from .synthetic import RECIPES
 from .tau import read_split
 
 UNSEEN = ("s4", "s5", "s6")
@@ -67,8 +68,6 @@ def criteria(table: pd.DataFrame) -> list[tuple[str, bool]]:
 def top_confusions(matrix: np.ndarray, k: int = 3) -> list[tuple[str, str, float, list[str]]]:
     """The ``k`` largest off-diagonal cells of a confusion matrix (counts, rows = true scene): ``(true,
     predicted, % of the true scene's clips, the sound sources the twin's recipes of the two scenes share)``."""
-    from .synthetic import RECIPES
-
     share = 100 * matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     np.fill_diagonal(share, -1)
     order = np.argsort(share, axis=None, kind="stable")[::-1][:k]
