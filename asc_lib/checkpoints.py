@@ -34,7 +34,8 @@ from .pretrain import (MaskedPatchModel, RandomProjectionTokenizer, SelfDistille
 from .profiles import Profile
 from .repro import seed_everything
 
-PRETRAIN_VERSION = 3  # bump when pre-training's results change
+PRETRAIN_VERSION = 4  # bump when pre-training's results change
+ROWS = 10  # rows of a pre-training history per pass: a curve even for one pass over a large pool
 OFFICIAL = {"SSL": "BEATs_iter3_plus_AS2M.pt", "SSL+SL": "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt"}
 
 
@@ -77,7 +78,8 @@ def small_beats(profile: Profile, twin: Path, *, seed: int, device) -> dict:
     """
     settings = profile.beats
     manifest = (Path(twin) / "twin.json").read_text()
-    iter1 = {k: v for k, v in asdict(settings).items() if not k.startswith("tokenizer_")}  # later iterations
+    # the later iterations' settings do not change this one
+    iter1 = {k: v for k, v in asdict(settings).items() if not k.startswith("tokenizer_") and k != "iterations"}
     payload = json.dumps([PRETRAIN_VERSION, iter1, small_config().to_dict(), manifest, seed],
                          sort_keys=True, default=str)
     folder = artifacts_dir(profile.name) / "beats" / f"small-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
@@ -118,12 +120,14 @@ def _small_beats(profile: Profile, twin: Path, seed: int, device, paths: dict, r
     model = MaskedPatchModel(BEATs(small_config()), RandomProjectionTokenizer(seed=seed))
     history = {"pretrain": pretrain(model, fbank, epochs=settings.pretrain_epochs,
                                     batch_size=settings.pretrain_batch_size, lr=settings.pretrain_lr,
-                                    mask_ratio=settings.mask_ratio, generator=generator, device=device),
+                                    mask_ratio=settings.mask_ratio, generator=generator, device=device,
+                                    rows_per_epoch=ROWS),
                "sl": []}
     save_beats_checkpoint(model.beats.cpu(), paths["SSL"])
-    tagged = tag_finetune(model.beats, fbank, targets, epochs=settings.sl_epochs,
+    n = settings.sl_clips or len(fbank)
+    tagged = tag_finetune(model.beats, fbank[:n], targets[:n], epochs=settings.sl_epochs,
                           batch_size=settings.pretrain_batch_size, lr=settings.sl_lr, generator=generator,
-                          device=device, tag_names=tag_names, history=history["sl"])
+                          device=device, tag_names=tag_names, history=history["sl"], rows_per_epoch=ROWS)
     save_beats_checkpoint(tagged, paths["SSL+SL"])
     _write_record(record, history, paths.values())
     return {**paths, "history": history}
@@ -137,7 +141,8 @@ def next_iteration(profile: Profile, twin: Path, previous: dict, *, seed: int, d
     "pretrain": [...]}}``."""
     settings = profile.beats
     teacher_hash = hashlib.sha256(Path(previous["SSL"]).read_bytes()).hexdigest()
-    payload = json.dumps([PRETRAIN_VERSION, asdict(settings), small_config().to_dict(),
+    payload = json.dumps([PRETRAIN_VERSION, {k: v for k, v in asdict(settings).items() if k != "iterations"},
+                          small_config().to_dict(),
                           (Path(twin) / "twin.json").read_text(), seed, teacher_hash], sort_keys=True, default=str)
     folder = artifacts_dir(profile.name) / "beats" / f"next-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
     path, record = folder / "BEATs_small_SSL.pt", folder / "history.json"
@@ -163,7 +168,8 @@ def _next_iteration(profile: Profile, twin: Path, previous: dict, seed: int, dev
     model = MaskedPatchModel(BEATs(small_config()), tokenizer)
     history["pretrain"] = pretrain(model, fbank, epochs=settings.pretrain_epochs,
                                    batch_size=settings.pretrain_batch_size, lr=settings.pretrain_lr,
-                                   mask_ratio=settings.mask_ratio, generator=generator, device=device)
+                                   mask_ratio=settings.mask_ratio, generator=generator, device=device,
+                                   rows_per_epoch=ROWS)
     save_beats_checkpoint(model.beats.cpu(), path)
     _write_record(record, history, [path])
     return {"SSL": path, "history": history}

@@ -76,10 +76,14 @@ def logmel_all(waves, n_mels: int, batch: int = 256) -> torch.Tensor:
 
 def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataFrame, test_part: pd.DataFrame,
                 w32, manifests: dict, settings: StudentSettings, root: Path, profile: str, seed: int,
-                device, features: torch.Tensor | None = None, progress: bool = True) -> dict:
+                device, features: torch.Tensor | None = None, progress: bool = True,
+                logits: str = "train") -> dict:
     """Train (or reuse) the student on one split: from scratch (``teacher=None``) or distilled from one
     teacher or the mean-logit ensemble of several (a name or a tuple of names; ``manifests`` maps each
     teacher name to its manifest for this split). Returns the run's manifest.
+
+    ``logits``: which of the teachers' logits on the split it learns from: ``"train"`` (the selected
+    epoch's) or ``"train_e<k>"`` (after epoch k, kept for the KD study: ``TeacherSettings.fit_study``).
 
     ``features``: log-mels of every clip of ``meta`` computed once (:func:`logmel_all`), used for the
     test and validation clips and, when ``settings.cache_features`` is set, for training too: then
@@ -91,8 +95,10 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
         raise ValueError("cache_features is set: pass features=logmel_all(w32, n_mels)")
     members = () if teacher is None else ((teacher,) if isinstance(teacher, str) else tuple(teacher))
     name = ensemble_name(members) if members else "scratch"
+    if logits != "train":
+        name = f"{name} after epoch {logits.removeprefix('train_e')}"
     teacher_keys = {m: manifests[m]["key"] for m in members}
-    config = {"teacher": name, "teachers": teacher_keys, "split": split, "settings": asdict(settings),
+    config = {"teacher": name, "teachers": teacher_keys, "logits": logits, "split": split, "settings": asdict(settings),
               "data": data_key(root, profile), "seed": seed, "version": [__version__, STUDENT_VERSION]}
     folder, key = run_folder("students", name, split, config, profile)
     with build_lock(folder, f"student {name} on split {split}"):  # one process trains a run
@@ -105,7 +111,7 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
         tr_rows = rows(meta, train_part)
         y_tr = torch.from_numpy(labels(train_part).copy())
         is_a = torch.from_numpy(train_part.device.to_numpy() == "a")
-        targets = (torch.from_numpy(ensemble_logits(manifests, members, "train", train_part.filename.tolist()))
+        targets = (torch.from_numpy(ensemble_logits(manifests, members, logits, train_part.filename.tolist()))
                    if members else None)
         feats = (lambda r: features[torch.from_numpy(r)].float()) if features is not None else (
             lambda r: logmel_all(w32[r], settings.n_mels))

@@ -80,8 +80,9 @@ def patches(fbank, masked=None, patch: int = 16, title: str = ""):
     return fig
 
 
-def curves(history: list[dict], keys, chance: dict | None = None, title: str = ""):
-    """Per-epoch curves of ``keys`` from a training history, one panel each, with chance levels."""
+def curves(history: list[dict], keys, chance: dict | None = None, title: str = "", xlabel: str = "epoch"):
+    """Curves of ``keys`` against each row's ``epoch`` in a training history, one panel each, with chance
+    levels."""
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), layout="constrained", squeeze=False)
     epochs = [h["epoch"] for h in history]
     for ax, key in zip(axes.flat, keys):
@@ -89,7 +90,7 @@ def curves(history: list[dict], keys, chance: dict | None = None, title: str = "
         if chance and key in chance:
             ax.axhline(chance[key], color="0.5", ls="--", label="chance")
             ax.legend()
-        ax.set(xlabel="epoch", title=key)
+        ax.set(xlabel=xlabel, title=key)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     return fig

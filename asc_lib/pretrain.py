@@ -329,7 +329,7 @@ def tokenize_all(tokenizer: nn.Module, fbank: torch.Tensor, batch: int = 512) ->
 def pretrain(model: MaskedPatchModel, fbank_tensor: torch.Tensor, *, epochs: int, batch_size: int,
              lr: float, mask_ratio: float = 0.75, generator: torch.Generator, device="cpu",
              weight_decay: float = 0.01, warmup_fraction: float = 0.05, log=print,
-             progress: bool = True) -> list[dict]:
+             progress: bool = True, rows_per_epoch: int = 1) -> list[dict]:
     """Masked-patch pre-training of ``model`` on normalised fbanks (N, F, 128), in place.
 
     AdamW, linear warm-up then cosine decay, batches shuffled each epoch. Deterministic for a given
@@ -337,10 +337,10 @@ def pretrain(model: MaskedPatchModel, fbank_tensor: torch.Tensor, *, epochs: int
     ``torchrun`` the model is wrapped in DistributedDataParallel, every batch is split by rank and
     the statistics are all-reduced (every rank must pass the same data and generator seed).
 
-    Returns one dict per epoch: epoch, loss, acc (masked accuracy), chance (accuracy of always
-    predicting the most frequent code: the honest chance level), clips (seen in the epoch, all
-    ranks), seconds (since the start). Logs one line per epoch
-    and a summary (rank 0 only).
+    Returns ``rows_per_epoch`` dicts per epoch (a curve even for one pass over a large pool): epoch (passes
+    so far, fractional within an epoch), loss, acc (masked accuracy), chance (accuracy of always
+    predicting the most frequent code: the honest chance level), clips (seen since the previous row, all
+    ranks), seconds (since the start). Logs one line per row and a summary (rank 0 only).
     """
     device = torch.device(device)
     rank, world = _dist()
@@ -366,35 +366,40 @@ def pretrain(model: MaskedPatchModel, fbank_tensor: torch.Tensor, *, epochs: int
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: _schedule(s, total, max(1, round(warmup_fraction * total))))
     history, t0 = [], time.perf_counter()
+    every = math.ceil(steps_per_epoch / max(1, rows_per_epoch))  # steps between two rows of the history
     for epoch in tqdm(range(epochs), desc="pre-training", unit="epoch", disable=not progress or rank != 0):
         perm = torch.randperm(N, generator=order_gen)
         stats = torch.zeros(4, dtype=torch.float64)  # sum of loss * masked, correct, masked tokens, clips
-        for i in range(0, N, batch_size):
+        for step, i in enumerate(range(0, N, batch_size)):
             batch = perm[i:i + batch_size]
             if len(batch) < world:  # a last batch too small to split: skipped by every rank
                 sched.step()
+            else:
+                idx = batch[rank::world]  # this rank's share
+                x = fbank_tensor[idx].to(device, torch.float32)  # (b, F, 128)
+                mask = MaskedPatchModel.sample_mask(len(idx), labels.shape[1], mask_ratio, mask_gen)
+                loss, acc = net(x, labels=labels[idx], mask=mask)  # through DDP: gradients synchronised
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                m = int(mask.sum())
+                stats += torch.tensor([loss.item() * m, acc.item() * m, m, len(idx)], dtype=torch.float64)
+            if (step + 1) % every and step + 1 < steps_per_epoch:
                 continue
-            idx = batch[rank::world]  # this rank's share
-            x = fbank_tensor[idx].to(device, torch.float32)  # (b, F, 128)
-            mask = MaskedPatchModel.sample_mask(len(idx), labels.shape[1], mask_ratio, mask_gen)
-            loss, acc = net(x, labels=labels[idx], mask=mask)  # through DDP: gradients synchronised
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            m = int(mask.sum())
-            stats += torch.tensor([loss.item() * m, acc.item() * m, m, len(idx)], dtype=torch.float64)
-        if world > 1:  # on the model's device: NCCL reduces only CUDA tensors
-            stats_dev = stats.to(device)
-            dist.all_reduce(stats_dev)
-            stats = stats_dev.cpu()
-        row = {"epoch": epoch + 1, "loss": stats[0].item() / stats[2].item(),
-               "acc": stats[1].item() / stats[2].item(), "chance": chance, "clips": int(stats[3]),
-               "seconds": time.perf_counter() - t0}
-        history.append(row)
-        if rank == 0 and log is not None:
-            log(f"epoch {epoch + 1}/{epochs}: masked-patch loss {row['loss']:.3f}, masked accuracy "
-                f"{row['acc']:.3f} (chance: most frequent code {chance:.3f})")
+            if world > 1:  # on the model's device: NCCL reduces only CUDA tensors
+                stats_dev = stats.to(device)
+                dist.all_reduce(stats_dev)
+                stats = stats_dev.cpu()
+            at = epoch + (step + 1) / steps_per_epoch
+            row = {"epoch": round(at, 4), "loss": stats[0].item() / stats[2].item(),
+                   "acc": stats[1].item() / stats[2].item(), "chance": chance, "clips": int(stats[3]),
+                   "seconds": time.perf_counter() - t0}
+            history.append(row)
+            stats = torch.zeros(4, dtype=torch.float64)
+            if rank == 0 and log is not None:
+                log(f"epoch {at:g}/{epochs}: masked-patch loss {row['loss']:.3f}, masked accuracy "
+                    f"{row['acc']:.3f} (chance: most frequent code {chance:.3f})")
     if rank == 0 and log is not None and history:
         a, b = history[0], history[-1]
         log(f"pre-training: {epochs} epochs x {N} clips in {b['seconds']:.0f} s on {device}"
@@ -409,14 +414,15 @@ def pretrain(model: MaskedPatchModel, fbank_tensor: torch.Tensor, *, epochs: int
 def tag_finetune(beats: BEATs, fbank: torch.Tensor, targets: torch.Tensor, *, epochs: int, batch_size: int,
                  lr: float, generator: torch.Generator, device="cpu", tag_names: list[str] | None = None,
                  weight_decay: float = 0.01, history: list | None = None, log=print,
-                 progress: bool = True) -> BEATs:
+                 progress: bool = True, rows_per_epoch: int = 1) -> BEATs:
     """The SL stage: multi-label tagging of fbanks (N, F, 128) with ``targets`` (N, K) in {0, 1}.
 
     Builds a fresh BEATs with ``finetuned_model=True, predictor_class=K``, copies every weight of
     ``beats`` into it (checked: the merged state dict loads strictly), and trains all of it with
     BCE on BEATs' own fine-tuned output (sigmoid of the token-mean logits), AdamW with cosine decay.
-    ``label_dict`` is index -> tag name (``tag_names``, default ``tag{k}``). Appends per-epoch
-    ``{epoch, loss}`` to ``history`` if given. Returns the model in eval mode, on the CPU.
+    ``label_dict`` is index -> tag name (``tag_names``, default ``tag{k}``). Appends ``rows_per_epoch``
+    ``{epoch, loss}`` per epoch to ``history`` if given (epoch: passes so far). Returns the model in eval
+    mode, on the CPU.
     """
     device = torch.device(device)
     N, K = targets.shape
@@ -441,10 +447,12 @@ def tag_finetune(beats: BEATs, fbank: torch.Tensor, targets: torch.Tensor, *, ep
     total = epochs * math.ceil(N / batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, total, max(1, total // 20)))
     targets = targets.float()
+    steps = math.ceil(N / batch_size)
+    every = math.ceil(steps / max(1, rows_per_epoch))
     for epoch in tqdm(range(epochs), desc="tag fine-tuning", unit="epoch", disable=not progress):
         perm = torch.randperm(N, generator=generator)
         run, seen = 0.0, 0
-        for i in range(0, N, batch_size):
+        for step, i in enumerate(range(0, N, batch_size)):
             idx = perm[i:i + batch_size]
             probs, _ = model.forward_fbank(fbank[idx].to(device, torch.float32))  # (b, K)
             loss = F.binary_cross_entropy(probs.float(), targets[idx].to(device))
@@ -453,10 +461,14 @@ def tag_finetune(beats: BEATs, fbank: torch.Tensor, targets: torch.Tensor, *, ep
             opt.step()
             sched.step()
             run, seen = run + loss.item() * len(idx), seen + len(idx)
-        if history is not None:
-            history.append({"epoch": epoch + 1, "loss": run / seen})
-        if log is not None:
-            log(f"tag epoch {epoch + 1}/{epochs}: BCE {run / seen:.4f}")
+            if (step + 1) % every and step + 1 < steps:
+                continue
+            at = round(epoch + (step + 1) / steps, 4)
+            if history is not None:
+                history.append({"epoch": at, "loss": run / seen})
+            if log is not None:
+                log(f"tag epoch {at:g}/{epochs}: BCE {run / seen:.4f}")
+            run, seen = 0.0, 0
     return model.cpu().eval()
 
 

@@ -26,15 +26,9 @@ class TourSettings:
 
 @dataclass(frozen=True)
 class DataSettings:
-    """The data chapter: which twin to generate, and the from-scratch difficulty check."""
+    """The data chapter: which twin to generate (its check trains the student alone: StudentSettings)."""
 
     twin_size: str  # synthetic twin used when data_root is empty (see data.synthetic.TWIN_SIZES)
-    n_mels: int  # student log-mel bands for the check
-    check_splits: tuple[int, ...]  # train splits the check trains on
-    check_epochs: int
-    check_min_steps: int  # small splits train for at least this many optimiser steps
-    check_batch_size: int
-    check_lr: float
 
 
 @dataclass(frozen=True)
@@ -51,6 +45,8 @@ class BeatsSettings:
     probe_steps: int
     tokenizer_epochs: int  # iteration 2 on: the tokenizer distilled from the previous iteration's encoder
     tokenizer_lr: float
+    iterations: int = 2  # BEATs iterations the chapter runs (2: the self-distilled tokenizer's too)
+    sl_clips: int | None = None  # the SL stage tags the first sl_clips clips of the pool (None: all)
 
 
 @dataclass(frozen=True)
@@ -69,6 +65,8 @@ class TeacherSettings:
     min_passes: float = 0.0  # ci: a fixed-step recipe gets at least this many passes over a split (with_passes)
     test_monitor: float = 1.0  # share of the test recordings scored after every epoch (selection study)
     cache_inputs: bool = False  # keep every clip's fbank (and the frozen encoder's tokens) in memory
+    fit_study: tuple[int, ...] = ()  # SSL+SL on the smaller splits: its logits after these epochs too (KD study)
+    fit_study_splits: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,22 +120,33 @@ PROFILES = {
         threads=2,
         tour=TourSettings(clips_per_scene=40, devices=("a", "b", "c"), epochs=30, batch_size=16,
                           lr=3e-3, n_mels=256),
-        data=DataSettings(twin_size="ci", n_mels=128, check_splits=(5, 100), check_epochs=15,
-                          check_min_steps=600, check_batch_size=32, check_lr=3e-3),
-        beats=BeatsSettings(pretrain_epochs=8, pretrain_batch_size=64, pretrain_lr=1e-3, mask_ratio=0.75,
-                            sl_epochs=3, sl_lr=5e-4, probe_split=5, probe_steps=500,
-                            tokenizer_epochs=10, tokenizer_lr=1e-3),
+        data=DataSettings(twin_size="ci"),
+        # the pool is 10x the 100 % split (32,000 s; AudioSet is ~150x TAU22's), seen once: 500 steps of 64
+        # (the old 3,000-clip pool took 375, 8 passes); the SL stage tags 9,000 of its clips, 141 steps as before.
+        # The second iteration is its own command (README: python -m asc_lib.book run --only beats -p
+        # iterations 2): the teachers start from iteration 1, and its time buys teacher training; its
+        # tokenizer sees the pool once (as many clips as 10 passes over the old pool)
+        beats=BeatsSettings(pretrain_epochs=1, pretrain_batch_size=64, pretrain_lr=1e-3, mask_ratio=0.75,
+                            sl_epochs=1, sl_lr=5e-4, probe_split=5, probe_steps=500,
+                            tokenizer_epochs=1, tokenizer_lr=1e-3, iterations=1, sl_clips=9000),
         # ci trains three of the five splits, long enough to be read (bench/convergence.py); full trains all
+        # teachers fit their clips as the real 30-epoch recipe does, as far as the budget goes: 10 epochs
+        # at twice the old peak rate (lr 5e-4 and 6 epochs left SSL+SL at 79 % on its 5 % clips; 1e-3 and 8
+        # epochs: 86 %), at least 4 passes on the large split; the KD study keeps SSL+SL's logits after
+        # epochs 2 and 5 on the two smaller splits
         teachers=TeacherSettings(
-            splits=(5, 25, 100), val_fraction=0.1, test_monitor=1 / 4, cache_inputs=True, min_passes=3,
-            frozen=Recipe(epochs=6, steps_per_epoch=16, batch_size=32, lr=1e-2, optimizer="adam"),
-            finetune=Recipe(epochs=6, steps_per_epoch=16, batch_size=32, lr=5e-4, optimizer="adamw",
+            splits=(5, 25, 100), val_fraction=0.1, test_monitor=1 / 8, cache_inputs=True, min_passes=4,
+            fit_study=(2, 5), fit_study_splits=(5, 25),
+            frozen=Recipe(epochs=10, steps_per_epoch=16, batch_size=32, lr=1e-2, optimizer="adam"),
+            finetune=Recipe(epochs=10, steps_per_epoch=16, batch_size=32, lr=1e-3, optimizer="adamw",
                             betas=(0.9, 0.98), weight_decay=0.01, schedule="warmup_linear", warmup_epochs=0.5,
                             final_lr_ratio=0.005)),
         student=StudentSettings(
             splits=(5, 25, 100), n_mels=64, val_fraction=0.1, calibration_clips=256,
             cache_features=True, dir_p=0.0, min_passes=6,
-            recipe=Recipe(epochs=6, steps_per_epoch=20, batch_size=32, lr=4e-3, optimizer="adam",
+            # 40 steps an epoch: the 5 and 25 % runs were still short of their fit at 20 (the real
+            # recipe trains every split 150 epochs); the 100 % split gets its 6 passes either way
+            recipe=Recipe(epochs=6, steps_per_epoch=40, batch_size=32, lr=4e-3, optimizer="adam",
                           schedule="cosine_restarts", restart_epochs=6, restart_mult=2)),
     ),
     "full": Profile(
@@ -146,14 +155,13 @@ PROFILES = {
         threads=None,
         tour=TourSettings(clips_per_scene=200, devices=("a", "b", "c", "s1", "s2", "s3"), epochs=30,
                           batch_size=64, lr=3e-3, n_mels=256),
-        data=DataSettings(twin_size="ci", n_mels=256, check_splits=(5, 10, 25, 50, 100), check_epochs=30,
-                          check_min_steps=3000, check_batch_size=256, check_lr=3e-3),
+        data=DataSettings(twin_size="ci"),
         beats=BeatsSettings(pretrain_epochs=100, pretrain_batch_size=256, pretrain_lr=1e-3, mask_ratio=0.75,
                             sl_epochs=20, sl_lr=5e-4, probe_split=5, probe_steps=1000,
                             tokenizer_epochs=30, tokenizer_lr=1e-3),
         # the authors' config/beats_ssl_star.yaml and config/beats_ssl.yaml (beats_ssl+sl.yaml: the same)
         teachers=TeacherSettings(
-            splits=(5, 10, 25, 50, 100), val_fraction=0.1,
+            splits=(5, 10, 25, 50, 100), val_fraction=0.1, fit_study=(5, 15), fit_study_splits=(5, 25),
             frozen=Recipe(epochs=60, batch_size=256, lr=1e-3, optimizer="adam"),
             finetune=Recipe(epochs=30, batch_size=128, lr=1e-5, optimizer="adamw", betas=(0.9, 0.98),
                             weight_decay=0.01, schedule="warmup_linear", warmup_epochs=4,
@@ -181,7 +189,7 @@ def smoke(profile: Profile) -> Profile:
     return replace(
         profile, name=f"{profile.name}-smoke", cut=DataCut(),
         tour=replace(profile.tour, clips_per_scene=2 * len(profile.tour.devices), epochs=2, batch_size=16),
-        data=replace(profile.data, twin_size="tiny", check_epochs=2, check_min_steps=2, check_batch_size=8),
+        data=replace(profile.data, twin_size="tiny"),
         beats=replace(profile.beats, pretrain_epochs=2, pretrain_batch_size=8, sl_epochs=1, probe_steps=5,
                       tokenizer_epochs=1),
         teachers=replace(profile.teachers, splits=ends, frozen=short(profile.teachers.frozen, 4),

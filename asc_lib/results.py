@@ -278,3 +278,53 @@ def longer_training(conv: pd.DataFrame, chapters: pd.DataFrame, path) -> tuple[p
             rows.append({"claim": claim, "split": split, "scale": scale, "margin": margin, "half-width": half,
                          "verdict": "not resolved" if abs(margin) < half else "holds" if margin > 0 else "fails"})
     return wide, pd.DataFrame(rows).set_index(["claim", "split", "scale"])
+
+
+def miniature(student_alone: dict, split_seconds: dict, pool_seconds: float, pool_devices: str,
+              pool_scene_like: float, teacher_params: int, student_params: int, teacher_fit: dict | None = None,
+              teacher_passes: dict | None = None) -> pd.DataFrame:
+    """The proportions that decide the paper's mechanism, the miniature's beside the real setting's:
+    ``quantity, ci, real`` (strings: each row says its own unit). ``student_alone``: {split: TF-SepNet from
+    scratch, test macro %}; ``split_seconds``: {split: seconds of labelled audio}; ``teacher_fit``:
+    {(teacher, split): accuracy % on the clips it teaches}; ``teacher_passes``: {split: passes over its
+    training clips} (the data chapter, which trains no teacher, leaves both out)."""
+    from . import paper
+
+    real_split = {s: n for s, n in paper.TRAIN_CLIPS.items()}  # 1 s clips
+    rows = [(f"student alone, {s} % (macro %)", f"{a:.1f}", f"{paper.BASELINE_ACC[s]:.1f} (DCASE2024 baseline)")
+            for s, a in student_alone.items()]
+    first, last = min(student_alone), max(student_alone)
+    rows.append((f"student alone, gain from {first} to {last} % (points)",
+                 f"{student_alone[last] - student_alone[first]:+.1f}",
+                 f"{paper.BASELINE_ACC[last] - paper.BASELINE_ACC[first]:+.1f}"))
+    for s in (max(split_seconds), min(split_seconds)):
+        rows.append((f"pre-training audio / the {s} % split (seconds)",
+                     f"{pool_seconds / split_seconds[s]:.1f}x ({pool_seconds:,.0f} s / {split_seconds[s]:,.0f} s)",
+                     f"~{paper.AS2M_SECONDS / real_split[s]:,.0f}x (AS-2M ~{round(paper.AS2M_SECONDS / 3600, -2):,.0f} h / "
+                     f"{real_split[s]:,} s)"))
+    rows += [("recording devices in the pre-training audio", pool_devices, "countless"),
+             ("scene-like mixtures in the pre-training audio", f"{100 * pool_scene_like:.0f} % of its clips",
+              "yes (traffic, crowds, vehicles, speech)"),
+             ("teacher / student parameters", f"{teacher_params / student_params:.0f}x "
+              f"({teacher_params:,} / {student_params:,})",
+              f"~{paper.BEATS_PARAMS / 127_000:.0f}x (~90 M / ~127 k)")]
+    for s, p in (teacher_passes or {}).items():
+        rows.append((f"teacher fine-tuning, {s} % split (passes over its clips)", f"{p:.1f}",
+                     f"{paper.TEACHER_EPOCHS} epochs"))
+    for (t, s), a in (teacher_fit or {}).items():
+        rows.append((f"teacher {t}, {s} %: accuracy on the clips it teaches (%)", f"{a:.1f}",
+                     f"unknown (fitted: {paper.TEACHER_EPOCHS} epochs)"))
+    return pd.DataFrame(rows, columns=["quantity", "ci", "real"])
+
+
+def gains(preds: dict, scratch: dict, y_true, groups, n_classes: int, n_boot: int = 2000) -> pd.DataFrame:
+    """Each distilled student's gain over the student from scratch on its split, with its 95 % interval
+    from the paired bootstrap over test locations. ``preds``: ``{(teacher, split): predictions}``;
+    ``scratch``: ``{split: predictions}``. One row per entry: ``gain, low, high, verdict``."""
+    rows = []
+    for (name, split), pred in preds.items():
+        v = verdicts({"kd": {split: pred}, "scratch": {split: scratch[split]}}, [("gain", "kd", "scratch")],
+                     y_true, groups, n_classes, n_boot).iloc[0]
+        rows.append({"teacher": name, "split": split, "gain": v.margin, "low": v.low, "high": v.high,
+                     "verdict": v.verdict})
+    return pd.DataFrame(rows).set_index(["teacher", "split"])

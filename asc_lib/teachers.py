@@ -221,7 +221,7 @@ def run_folder(kind: str, name: str, split: int, config: dict, profile: str) -> 
     """The cache folder of one run, ``artifacts/<profile>/<kind>/<name>-split<N>-<key>`` with ``key`` a
     hash of ``config`` (everything that makes the run): ``(folder, key)``."""
     key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    slug = name.replace("*", "star").replace(" + ", "-").replace("+", "_")
+    slug = name.replace("*", "star").replace(" + ", "-").replace("+", "_").replace(" ", "-")
     return artifacts_dir(profile) / kind / f"{slug}-split{split}-{key}", key
 
 
@@ -306,10 +306,16 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
                     return m.head(tokens[torch.from_numpy(r)].to(dev)).mean(1).float().cpu().numpy()
             return predict_logits(m, len(r), lambda i: inputs.fbank(r[i.numpy()]), device=dev, batch_size=64)
 
+        # the KD study: the same teacher at increasing fit, as logits on its clips after some epochs
+        at_fit = settings.fit_study if strategy == "SSL+SL" and split in settings.fit_study_splits else ()
+        fit_logits = {}  # epoch -> logits on the split's clips
+
         def evaluate(m):
             val = score(m, val_rows)
             test = score(m, test_rows[mon])
             monitored.append(test)
+            if len(monitored) in at_fit:  # the epoch, unless the run resumed (then they are dropped below)
+                fit_logits[len(monitored)] = score(m, split_rows)
             return {"val_loss": F.cross_entropy(torch.from_numpy(val), torch.from_numpy(y_val)).item(),
                     "val_acc": 100 * macro_accuracy(y_val, val.argmax(1), len(SCENES)),
                     "test_acc": 100 * macro_accuracy(y_mon, test.argmax(1), len(SCENES))}
@@ -320,6 +326,8 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
         history, best = out["history"], out["best_epoch"]
         # a resumed run scored only the epochs after its resume: they are the last len(monitored) epochs
         monitored = dict(zip(range(len(history) - len(monitored) + 1, len(history) + 1), monitored))
+        if len(monitored) < len(history):  # a resumed run: its fit logits were counted from its resume
+            fit_logits.clear()
         # logits of the selected weights: on the whole test split (scored) and on every clip of the split
         # (the student's targets; not for the scratch row, which teaches nobody)
         test = monitored.get(best) if len(mon) == len(test_part) else None
@@ -331,6 +339,8 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
                     "state_dict": model.state_dict()}, folder / "model.pt")
         np.save(folder / "train_logits.npy", train_logits.astype(np.float32))
         np.save(folder / "test_logits.npy", test.astype(np.float32))
+        for e, z in fit_logits.items():
+            np.save(folder / f"train_e{e}_logits.npy", z.astype(np.float32))
         manifest = {"teacher": strategy, "split": split, "config": config, "key": key,
                     "code_version": f"asc_lib {__version__}, teachers v{TEACHER_VERSION}",
                     "train_files": split_part.filename.tolist(),
@@ -340,8 +350,11 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
                     "test": _scores(y_test, test, device_ids(test_part)),
                     "val_selected_test_acc": history[best - 1]["test_acc"],
                     "test_selected_test_acc": max(h["test_acc"] for h in history),
-                    "history": history, "seconds": time.perf_counter() - t0}
-        done = write_manifest(folder, manifest, ["model.pt", "train_logits.npy", "test_logits.npy"])
+                    "history": history, "seconds": time.perf_counter() - t0,
+                    "fit_study": sorted(fit_logits),
+                    **{f"train_e{e}_files": split_part.filename.tolist() for e in fit_logits}}
+        done = write_manifest(folder, manifest, ["model.pt", "train_logits.npy", "test_logits.npy",
+                                                 *(f"train_e{e}_logits.npy" for e in sorted(fit_logits))])
         (folder / "last.pt").unlink(missing_ok=True)  # resume state, of no use once the run is complete
         return done
 

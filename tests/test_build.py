@@ -43,11 +43,11 @@ def test_data_chapter_glues_its_check_into_the_prose(html):
     page = (html / "book" / "02_data.html").read_text()
     nb = nbformat.read(ROOT / "book" / "02_data.ipynb", as_version=4)
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    acc100 = re.search(r"100 % split: ([\d.]+) % macro accuracy", printed)[1]
+    acc100 = re.search(r"100 %: ([\d.]+) % macro accuracy", printed)[1]
     assert f'from scratch reaches <span class="pasted-text">{acc100}</span> % on the 100 % split' in page
     assert page.count("<audio") == 19  # one clip per scene, one recording through nine devices
     met = sum(line.startswith("[ok]") for line in printed.splitlines())
-    assert f'<span class="pasted-text">{met} of 3</span> criteria' in page
+    assert f'<span class="pasted-text">{met} of 4</span> criteria' in page
     csv = (ROOT / "book" / "results" / "data.csv").read_text().splitlines()
     assert csv[0].startswith("split,dataset,clips") and len(csv) == 7
 
@@ -87,7 +87,7 @@ def test_student_and_results_chapters_glue_what_they_printed(html):
                              results)[0]
     claims = (ROOT / "book" / "results" / "claims.csv").read_text().splitlines()
     assert 0 <= int(held) <= int(total) == len(claims) - 1 + 3  # the seed study's claims and three fixed ones
-    for name in ("student", "student_devices", "teachers_devices", "complexity", "seeds"):
+    for name in ("student", "student_devices", "teachers_devices", "complexity", "seeds", "miniature", "kd_study"):
         assert (ROOT / "book" / "results" / f"{name}.csv").is_file()
 
 

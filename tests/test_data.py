@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 
 from asc_lib.data import DEVICES, SCENES
-from asc_lib.data.synthetic import TWIN_SIZES, make_synthetic_tau
+from asc_lib.data import synthetic
+from asc_lib.data.synthetic import TWIN_SIZES, make_sound_pool, make_synthetic_tau
 from asc_lib.data.tau import SPLITS, DatasetFormatError, is_tau_folder, read_meta, read_split, split_summary
 
 
@@ -85,6 +86,36 @@ def test_pool_has_tagged_general_sounds(twin):
     assert rows[0] == "filename\ttags" and len(rows) - 1 == TWIN_SIZES["tiny"].pool_clips
     name, tags = rows[1].split("\t")
     assert sf.info(twin / "pool" / name).samplerate == 16000 and 1 <= len(tags.split(",")) <= 3
+
+
+def test_pool_mixes_scenes_and_sources_through_devices_of_their_own(tmp_path):
+    pool = make_sound_pool(tmp_path / "pool", 40, seed=3)
+    rows = [r.split("\t") for r in (pool / "tags.csv").read_text().splitlines()[1:]]
+    scene_like = synthetic.pool_scene_like(40, 3)
+    assert 10 < scene_like.sum() < 30  # about half are scene-like mixtures
+    tags = [set(t.split(",")) for _, t in rows]
+    assert all(t <= set(synthetic.POOL_SOURCES) for t in tags)
+    # a scene-like clip is tagged by every source it mixes (a scene's recipe has three to five)
+    assert min(len(t) for t, s in zip(tags, scene_like) if s) >= 3
+    assert max(len(t) for t, s in zip(tags, scene_like) if not s) <= 3
+    a, b = (sf.read(pool / rows[i][0])[0] for i in (0, 1))
+    again = make_sound_pool(tmp_path / "again", 2, seed=3)
+    assert np.array_equal(sf.read(again / rows[0][0])[0], a)  # a pure function of the seed
+    gains = [synthetic.random_device(np.random.default_rng(i), 16000, 16000)[0] for i in range(3)]
+    assert not np.allclose(gains[0], gains[1]) and not np.allclose(gains[1], gains[2])
+
+
+def test_a_share_of_locations_sounds_half_like_a_sibling_scene():
+    mixes = [synthetic.location_mix("tram", "vienna", loc, 0) for loc in range(400)]
+    own = {f for f, _, _ in synthetic.RECIPES["tram"]}
+    hybrid = [m for m in mixes if len(m) > len(synthetic.RECIPES["tram"]) + 1]
+    assert abs(len(hybrid) / len(mixes) - synthetic.OVERLAP) < 0.07
+    siblings = {f for g in synthetic.GROUPS if "tram" in g for s in g if s != "tram"
+                for f, _, _ in synthetic.RECIPES[s]}
+    for m in hybrid[:20]:
+        borrowed = sum(w for f, w, _ in m[len(synthetic.RECIPES["tram"]):] if f in siblings)
+        kept = sum(w for f, w, _ in m[:len(synthetic.RECIPES["tram"])] if f in own)
+        assert 0.2 < borrowed / (borrowed + kept) < 0.8  # about half the sound is the sibling's
 
 
 def test_split_summary_counts_from_the_files(twin):

@@ -57,10 +57,12 @@ def test_measured_device_responses_are_relative_to_device_a(tiny):
 
 
 def test_difficulty_criteria():
-    good = pd.DataFrame({"macro": [30.0, 70.0], "a": [35.0, 75.0], "s4": [20.0, 60.0], "s5": [25.0, 62.0],
-                         "s6": [22.0, 61.0]}, index=["5 %", "100 %"])
-    assert [ok for _, ok in criteria(good)] == [True, True, True]
-    too_easy = good.assign(macro=[88.0, 95.0])
-    assert [ok for _, ok in criteria(too_easy)] == [False, False, True]
-    device_blind = good.assign(s4=[20.0, 80.0], s5=[20.0, 80.0], s6=[20.0, 80.0])
-    assert [ok for _, ok in criteria(device_blind)] == [True, True, False]
+    good = pd.DataFrame({"macro": [40.0, 52.0, 60.0], "baseline": [42.4, 50.29, 56.99], "a": [45.0, 60.0, 70.0],
+                         "s4": [30.0, 40.0, 50.0], "s5": [31.0, 41.0, 52.0], "s6": [29.0, 42.0, 51.0]},
+                        index=["5 %", "25 %", "100 %"])
+    assert [ok for _, ok in criteria(good)] == [True, True, True, True]
+    too_easy = good.assign(macro=[45.0, 60.0, 80.0])  # data makes it easy: the old twin's curve
+    assert [ok for _, ok in criteria(too_easy)] == [True, False, False, True]
+    device_blind = good.assign(s4=[20.0, 40.0, 80.0], s5=[20.0, 40.0, 80.0], s6=[20.0, 40.0, 80.0])
+    assert [ok for _, ok in criteria(device_blind)] == [True, True, True, False]
+    assert "within 5 points of the baseline's 57.0 %" in criteria(good)[2][0]

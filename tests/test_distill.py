@@ -123,3 +123,48 @@ def test_a_damaged_student_is_a_clear_error(tmp_path):
     manifest = {"folder": str(tmp_path), "files": {"model.pt": file_hash(tmp_path / "model.pt")}}
     with pytest.raises(RuntimeError, match=r"model\.pt: cannot load this student .*; delete .* to train it again"):
         distill.load_student(manifest)
+
+
+def test_kd_with_lambda_one_is_the_student_from_scratch_bit_for_bit(setup):  # noqa: F811
+    """With kd_lambda = 1 the distillation term has weight 0: the same seed must give the scratch run's
+    weights and logits exactly, so any gain of distillation is the teacher's, not a change of the loop."""
+    profile, root, meta, _ = setup
+    settings = replace(profile.student, n_mels=32, cache_features=False, dir_p=0.4, min_passes=0, kd_lambda=1.0,
+                       recipe=Recipe(epochs=2, steps_per_epoch=2, batch_size=8, lr=1e-3, optimizer="adam"))
+    mans = {"SSL+SL": _run(setup, "SSL+SL")}
+    kw = dict(meta=meta, split_part=read_split(root, 100, meta), test_part=read_split(root, "test", meta),
+              w32=dataset.waves(meta, 32000, profile), manifests=mans, settings=settings, root=root,
+              profile=profile.name, seed=0, device="cpu", progress=False)
+    scratch, kd = distill.run_student(None, 100, **kw), distill.run_student("SSL+SL", 100, **kw)
+    assert kd["teacher"] == "SSL+SL" and scratch["key"] != kd["key"]
+    a, b = (np.load(Path(m["folder"]) / "test_logits.npy") for m in (scratch, kd))
+    assert np.array_equal(a, b)
+    wa, wb = (distill.load_student(m).state_dict() for m in (scratch, kd))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert [h["loss"] for h in scratch["history"]] == [h["loss"] for h in kd["history"]]
+    # and with the paper's weight the teacher does change the run
+    kd2 = distill.run_student("SSL+SL", 100, **{**kw, "settings": replace(settings, kd_lambda=0.02)})
+    assert not np.array_equal(a, np.load(Path(kd2["folder"]) / "test_logits.npy"))
+
+
+def test_a_teacher_keeps_its_logits_at_increasing_fit_and_a_student_learns_from_them(setup):  # noqa: F811
+    profile, root, meta, ckpts = setup
+    settings = replace(profile.teachers, fit_study=(1,), fit_study_splits=(100,))
+    kw = dict(meta=meta, split_part=read_split(root, 100, meta), test_part=read_split(root, "test", meta),
+              w16=dataset.waves(meta, 16000, profile), checkpoints=ckpts, settings=settings, root=root,
+              profile=profile.name, seed=0, device="cpu", progress=False)
+    from asc_lib import teachers
+
+    man = teachers.run_teacher("SSL+SL", 100, **kw)
+    assert man["fit_study"] == [1] and "train_e1_logits.npy" in man["files"]
+    early, kept = teachers.load_logits(man, "train_e1"), teachers.load_logits(man, "train")
+    # after epoch 1 of 2, and at the epoch kept: the same weights only if epoch 1 was kept
+    assert early.shape == kept.shape and np.array_equal(early, kept) == (man["best_epoch"] == 1)
+    assert teachers.run_teacher("SSL", 100, **kw).get("fit_study") == []  # SSL+SL only
+    student = replace(profile.student, n_mels=32, cache_features=False, dir_p=0.0, min_passes=0,
+                      recipe=Recipe(epochs=1, steps_per_epoch=2, batch_size=8, lr=1e-3, optimizer="adam"))
+    m = distill.run_student("SSL+SL", 100, meta=meta, split_part=kw["split_part"], test_part=kw["test_part"],
+                            w32=dataset.waves(meta, 32000, profile), manifests={"SSL+SL": man}, settings=student,
+                            root=root, profile=profile.name, seed=0, device="cpu", progress=False,
+                            logits="train_e1")
+    assert m["teacher"] == "SSL+SL after epoch 1" and m["config"]["logits"] == "train_e1"

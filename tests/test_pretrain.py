@@ -153,15 +153,20 @@ def test_pretraining_learns_beyond_frequent_code_and_is_deterministic(pool, tmp_
     assert acc > chance + 0.05, (acc, chance)
 
     # deterministic: same seed, same threads -> the same history and weights
-    def short(seed):
+    def short(seed, rows=1):
         g = seed_everything(seed, 2)
         m = MaskedPatchModel(BEATs(tiny_cfg()), RandomProjectionTokenizer(seed=0))
         return pretrain(m, fb[:24], epochs=2, batch_size=8, lr=1e-3, generator=g, log=None,
-                        progress=False), m
+                        progress=False, rows_per_epoch=rows), m
     (h1, m1), (h2, m2), (h3, _) = short(1), short(1), short(2)
     assert [(h["loss"], h["acc"]) for h in h1] == [(h["loss"], h["acc"]) for h in h2]
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
     assert [h["loss"] for h in h1] != [h["loss"] for h in h3]
+    # a row per step (3 steps an epoch) is a finer history of the very same run
+    h4, m4 = short(1, rows=3)
+    assert [h["epoch"] for h in h4] == [0.3333, 0.6667, 1.0, 1.3333, 1.6667, 2.0]
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m4.state_dict().values()))
+    assert sum(h["clips"] for h in h4) == sum(h["clips"] for h in h1) == 48
 
     # the encoder, saved in the official format, round-trips
     path = save_beats_checkpoint(model.beats, tmp_path / "ssl.pt")
@@ -252,7 +257,7 @@ def test_read_pool(pool, tmp_path):
     assert len(files) == 48 and all(f.is_file() and f.is_absolute() for f in files)
     assert set(names) <= set(POOL_SOURCES) and names == sorted(names)
     assert targets.shape == (48, len(names)) and set(targets.unique().tolist()) <= {0.0, 1.0}
-    assert ((targets.sum(1) >= 1) & (targets.sum(1) <= 3)).all()
+    assert (targets.sum(1) >= 1).all()  # a scene-like mixture carries every source it mixes
     first = (root / "tags.csv").read_text().splitlines()[1].split("\t")
     assert files[0] == root / first[0]
     assert {names[k] for k in targets[0].nonzero().flatten().tolist()} == set(first[1].split(","))

@@ -21,7 +21,7 @@ from test_teachers import TINY_BEATS
 
 # the settings a smoke run may change: how much, never what (models, inputs, optimisers, schedules, augmentations)
 AMOUNTS = {"name", "cut", "splits", "epochs", "steps_per_epoch", "batch_size", "warmup_epochs", "restart_epochs",
-           "clips_per_scene", "twin_size", "check_epochs", "check_min_steps", "check_batch_size",
+           "clips_per_scene", "twin_size",
            "pretrain_epochs", "pretrain_batch_size", "sl_epochs", "probe_steps", "tokenizer_epochs", "calibration_clips"}
 
 

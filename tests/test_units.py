@@ -377,3 +377,33 @@ def test_top_confusions_are_the_largest_off_diagonal_shares():
     got = top_confusions(m, k=2)
     assert [(t, p, round(x)) for t, p, x, _ in got] == [("bus", "airport", 30), ("tram", "bus", 10)]
     assert "engine" in got[1][3] and "engine" not in got[0][3]  # tram and bus share the engine; airport has none
+
+
+def test_the_miniature_table_sets_each_proportion_beside_the_real_one():
+    from asc_lib import paper, results
+
+    t = results.miniature({5: 41.9, 25: 50.3, 100: 60.0}, {5: 160.0, 25: 800.0, 100: 3200.0}, 32000.0,
+                          "32,000", 0.5, 1_900_000, 126_858, teacher_fit={("SSL+SL", 5): 97.5},
+                          teacher_passes={5: 30.0}).set_index("quantity")
+    assert t.loc["student alone, 100 % (macro %)"].tolist() == ["60.0", "57.0 (DCASE2024 baseline)"]
+    assert t.loc["student alone, gain from 5 to 100 % (points)", "ci"] == "+18.1"
+    assert t.loc["pre-training audio / the 100 % split (seconds)", "ci"].startswith("10.0x")
+    assert t.loc["pre-training audio / the 100 % split (seconds)", "real"].startswith(
+        f"~{paper.AS2M_SECONDS / paper.TRAIN_CLIPS[100]:,.0f}x")
+    assert t.loc["pre-training audio / the 5 % split (seconds)", "ci"].startswith("200.0x")
+    assert t.loc["teacher SSL+SL, 5 %: accuracy on the clips it teaches (%)", "ci"] == "97.5"
+    assert t.loc["teacher / student parameters", "ci"].startswith("15x")
+    assert len(results.miniature({5: 40.0, 100: 55.0}, {5: 1.0, 100: 2.0}, 20.0, "x", 0.5, 2, 1)) == 8
+
+
+def test_gains_are_paired_over_locations_with_their_verdict():
+    from asc_lib import results
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 40)
+    where = np.tile(np.arange(40), 10)
+    noisy = np.where(rng.random(len(y)) < 0.5, y, rng.integers(0, 10, len(y)))
+    g = results.gains({("perfect", 5): y, ("same", 5): noisy}, {5: noisy}, y, where, 10, n_boot=200)
+    assert g.loc[("same", 5)].gain == 0 and g.loc[("same", 5)].verdict == "not resolved"
+    assert g.loc[("perfect", 5)].gain > 30 and g.loc[("perfect", 5)].verdict == "holds"
+    assert g.loc[("perfect", 5)].low <= g.loc[("perfect", 5)].gain <= g.loc[("perfect", 5)].high
