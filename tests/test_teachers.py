@@ -284,7 +284,7 @@ def test_a_resumed_teacher_publishes_what_an_uninterrupted_one_does(setup, monke
     t = profile.teachers
     # 4 epochs; the frozen head at a rate at which its best epoch is not the last (checked below)
     settings = replace(t, test_monitor=monitor, finetune=replace(t.finetune, epochs=4),
-                       frozen=replace(t.frozen, epochs=4, lr=1e-2))
+                       frozen=replace(t.frozen, epochs=4, lr=5e-2))
     w16 = dataset.waves(meta, 16000, profile)
     kw = dict(meta=meta, split_part=read_split(root, 100, meta), test_part=read_split(root, "test", meta),
               w16=w16, checkpoints=ckpts, settings=settings, root=root, profile=profile.name, seed=0, device="cpu",
