@@ -34,7 +34,7 @@ from .integrity import build_lock, verify
 from .complexity import param_bytes
 from .metrics import macro_accuracy
 from .models.tfsepnet import TFSepNet
-from .quantize import int8_param_bytes, logits as int8_logits, quantize_int8
+from .quantize import cpu_speed, int8_param_bytes, logits as int8_logits, quantize_int8
 from .profiles import StudentSettings
 from .data.tau import read_split
 from .profiles import TeacherSettings
@@ -195,6 +195,13 @@ def load_student(manifest: dict) -> TFSepNet:
                            f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'}); delete {folder} "
                            "to train it again") from err
     return model.eval()
+
+
+def int8_speed(manifest: dict, calibration: torch.Tensor, x: torch.Tensor) -> list[dict]:
+    """The trained student's inference speed on this CPU, float32 and INT8 (calibrated on ``calibration``),
+    eager and compiled, on the batch ``x`` (:func:`asc_lib.quantize.cpu_speed`)."""
+    model = load_student(manifest)
+    return cpu_speed(model, quantize_int8(model, calibration, batch=len(x)), x)
 
 
 def int8_check(manifest: dict, calibration: torch.Tensor, test_x: torch.Tensor, y_test) -> dict:

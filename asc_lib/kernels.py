@@ -64,3 +64,14 @@ def kernels_status() -> str:
     if capability == "AVX2" and not wrong:
         return "CPU kernels pinned (torch and oneDNN: AVX2; MKL: compatible; NumPy: no AVX-512)"
     return f"CPU kernels NOT pinned: torch uses {capability}; set differently: {', '.join(wrong) or 'none'} (was torch imported before asc_lib?)"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux: ``/proc/cpuinfo``; elsewhere ``platform.processor()``) and its core count."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"

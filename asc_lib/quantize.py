@@ -21,7 +21,21 @@ The flow, as PyTorch's documentation now names it for static quantisation on x86
 
 What stays float: ResNorm (its mean/var/rsqrt are not in the quantizer's patterns), the max-pools that
 follow it (their input is float), the means over time or frequency; each has a dequantise before it or
-a quantise after it. The replaced path (FX graph mode, ``torch.ao.quantization``) is deprecated and its
+a quantise after it. Before export, every grouped convolution with one input channel per group and
+several outputs (TF-SepNet's second stem conv: 32 groups, 4 outputs each) is rewritten as the same
+weights in a depthwise convolution fed with each channel repeated (:func:`depthwise_form`: the same
+float outputs, the same weights and bytes): oneDNN has an INT8 kernel for depthwise convolutions, but
+ran that grouped one on its reference path, which took three quarters of the INT8 model's time.
+
+Speed (:func:`compile_cpu`, :func:`cpu_speed`). Run eagerly, each float island costs a decomposed
+dequantise and quantise (a multiply, round, clamp, add and copy over the whole tensor), and the INT8
+model is slower than float. ``torch.compile`` (inductor, with freezing) fuses those into the float ops'
+loops: compiled, INT8 runs faster than the float model eagerly, but the float model compiled the same
+way (its BatchNorm folded, oneDNN's prepacked convolutions) is faster still on CPUs without INT8 dot
+products (AVX2 without VNNI, as the pinned kernels are). Compilation calls the C++ compiler and takes
+tens of seconds; inductor keeps what it compiled in its cache (``TORCHINDUCTOR_CACHE_DIR``). Compiled
+code is not pinned (inductor picks its own vector width and fast-math sums), so the published INT8
+accuracy is the eager graph's; :func:`cpu_speed` reports how often the compiled one agrees with it. The replaced path (FX graph mode, ``torch.ao.quantization``) is deprecated and its
 quantised tensor types warn of their removal in torch 2.14 and later.
 
 Parameter memory (:func:`int8_param_breakdown`), counted as an INT8 deployment would store it, from the
@@ -37,6 +51,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import statistics
+import time
 import warnings
 from collections.abc import Iterable
 from operator import attrgetter
@@ -44,7 +60,8 @@ from operator import attrgetter
 import torch
 from torch import nn
 
-__all__ = ["Int8Model", "int8_param_breakdown", "int8_param_bytes", "is_int8", "logits", "quantize_int8"]
+__all__ = ["Int8Model", "compile_cpu", "cpu_speed", "depthwise_form", "int8_param_breakdown", "int8_param_bytes",
+           "is_int8", "logits", "quantize_int8"]
 
 # Known, understood and harmless: the max-pools after a float ResNorm stay float (the quantizer says so
 # for each); torchao's observers still use torch.jit.script_method, and copying an exported graph
@@ -118,6 +135,31 @@ class Int8Model(nn.Module):
         return torch.cat(out)
 
 
+class _RepeatChannels(nn.Module):
+    def __init__(self, repeats: int):
+        super().__init__()
+        self.repeats = repeats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(self.repeats, dim=1)
+
+
+def depthwise_form(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in which every ``Conv2d`` with one input channel per group and ``r > 1`` outputs
+    per group is a channel repeat (each input channel ``r`` times) followed by a depthwise ``Conv2d`` with
+    the same weight tensor: output channel ``j`` still convolves input channel ``j // r`` with its own
+    kernel, so the float outputs are the same and the state dict keeps its shapes."""
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, c in list(parent.named_children()):
+            if isinstance(c, nn.Conv2d) and 1 < c.groups == c.in_channels < c.out_channels:
+                dw = nn.Conv2d(c.out_channels, c.out_channels, c.kernel_size, c.stride, c.padding, c.dilation,
+                               groups=c.out_channels, bias=c.bias is not None, padding_mode=c.padding_mode)
+                dw.load_state_dict(c.state_dict())
+                setattr(parent, name, nn.Sequential(_RepeatChannels(c.out_channels // c.groups), dw))
+    return model
+
+
 def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor] | torch.Tensor, *,
                   batch: int = 64) -> Int8Model:
     """Post-training static INT8 quantisation (PT2E, x86 quantizer, oneDNN kernels); caller's model untouched.
@@ -129,7 +171,7 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor] | torch.
     """
     batches = [b.cpu().float() for b in _batches(calibration)]
     quantizer, prepare_pt2e, convert_pt2e, lower = _pt2e()
-    m = copy.deepcopy(model).cpu().eval()
+    m = depthwise_form(model).cpu().eval()
     example = batches[0][:2] if len(batches[0]) >= 2 else batches[0].expand(2, *batches[0].shape[1:])
     free_batch = ({0: torch.export.Dim("batch", min=1)},)
     with warnings.catch_warnings():
@@ -201,3 +243,50 @@ def logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Te
         raise ValueError("no inputs")
     model.eval()
     return torch.cat([model(xb) for xb in x.split(batch_size)])
+
+
+def compile_cpu(model: nn.Module, example: torch.Tensor):
+    """``torch.compile`` (inductor, freezing on: weights folded and prepacked as constants) of a float or
+    INT8 model for inference on the CPU, compiled by a first call on ``example``; ``(compiled, seconds)``.
+    An :class:`Int8Model` keeps its wrapper (fixed batch, padding) and compiles its lowered graph."""
+    import torch._inductor.config as inductor_config
+
+    t0 = time.perf_counter()
+    with inductor_config.patch(freezing=True), torch.no_grad():
+        if isinstance(model, Int8Model):
+            compiled = Int8Model(torch.compile(model.lowered), model.reference, model.batch, model.example_shape)
+        else:
+            compiled = torch.compile(model.eval())
+        compiled(example)
+    return compiled, time.perf_counter() - t0
+
+
+def _clips_per_second(fn, x: torch.Tensor, repeats: int) -> float:
+    with torch.no_grad():
+        fn(x)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn(x)
+            times.append(time.perf_counter() - t0)
+    return len(x) / statistics.median(times)
+
+
+def cpu_speed(model: nn.Module, qmodel: Int8Model, x: torch.Tensor, repeats: int = 5) -> list[dict]:
+    """Inference throughput on the CPU of ``model`` (float32) and ``qmodel`` (its INT8 version), eager and
+    compiled (:func:`compile_cpu`), on the batch ``x`` (``len(x) == qmodel.batch`` times a whole number):
+    one row each with ``clips/s`` (median of ``repeats`` runs), ``vs float32 eager`` (x), the compile
+    ``seconds`` and, for the compiled INT8 model, the share of ``x`` it gives the eager INT8 model's class."""
+    model = model.cpu().eval()
+    x = x.cpu().float()
+    fc, f_s = compile_cpu(model, x)
+    qc, q_s = compile_cpu(qmodel, x)
+    with torch.no_grad():
+        same = (qc(x).argmax(1) == qmodel(x).argmax(1)).float().mean().item()
+    rows = [("float32", "eager", model, None, None), ("float32", "compiled", fc, f_s, None),
+            ("INT8", "eager", qmodel, None, None), ("INT8", "compiled", qc, q_s, same)]
+    out = [{"model": m, "run": run, "clips/s": _clips_per_second(fn, x, repeats), "compile seconds": secs,
+            "same class as INT8 eager": agree} for m, run, fn, secs, agree in rows]
+    for r in out:
+        r["vs float32 eager"] = r["clips/s"] / out[0]["clips/s"]
+    return out

@@ -209,3 +209,36 @@ def test_tfsepnet_int8():
     assert br["biases_fp32"] == 4 * 2_730 and br["weight_scales_fp32"] == 4 * 2_730
     assert MAX_PARAM_BYTES < br["total"] < 1.2 * count_params(model)
     assert br["total"] < 4 * count_params(model) / 3
+
+
+def test_depthwise_form_is_the_same_model():
+    # the stem's grouped conv (1 input channel per group, 4 outputs) becomes repeat + depthwise conv
+    from asc_lib.models import tfsepnet
+
+    torch.manual_seed(0)
+    model = tfsepnet.TFSepNet().eval()
+    dw = Q.depthwise_form(model).eval()
+    convs = [m for m in dw.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert not any(1 < c.groups == c.in_channels < c.out_channels for c in convs)
+    assert sum(isinstance(m, Q._RepeatChannels) for m in dw.modules()) == 1
+    before = {k: v.shape for k, v in model.state_dict().items()}
+    assert sorted(before.values(), key=str) == sorted((v.shape for v in dw.state_dict().values()), key=str)
+    x = torch.randn(4, 1, 64, 65)
+    with torch.no_grad():
+        assert torch.allclose(model(x), dw(x), atol=1e-5)
+    assert any(1 < c.groups == c.in_channels < c.out_channels for c in model.modules()
+               if isinstance(c, torch.nn.Conv2d))  # the caller's model untouched
+
+
+def test_compiled_int8_gives_the_eager_int8_classes():
+    from asc_lib.models import tfsepnet
+
+    torch.manual_seed(0)
+    model = tfsepnet.TFSepNet().eval()
+    x = torch.randn(32, 1, 64, 65)
+    qmodel = Q.quantize_int8(model, x[:16], batch=16)
+    compiled, seconds = Q.compile_cpu(qmodel, x[16:])
+    assert seconds > 0 and isinstance(compiled, Q.Int8Model)
+    eager, fast = Q.logits(qmodel, x), Q.logits(compiled, x)
+    assert (eager.argmax(1) == fast.argmax(1)).float().mean().item() >= 0.9
+    assert ((eager - fast).norm() / eager.norm()).item() < 0.05
