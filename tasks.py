@@ -13,8 +13,9 @@ second call reuses it. Extra arguments go to the runner (``book``) or to pytest 
 ``newest`` is what a Colab user meets next: it installs the newest torch release (no torchaudio; every
 other package at its pin) into its own ``.venv-newest``, ignoring any pip configuration that caps
 torch (``PIP_CONFIG_FILE`` is set to the null device for that install only), then runs the unit tests
-(``tests/``; not the comparison with the published chapters, whose numbers belong to the pinned torch)
-and executes the Quick tour into a temporary folder. ``.venv`` is not touched.
+(``tests/`` but those marked ``slow``, which train for long and run in ``test``; not the comparison with
+the published chapters, whose numbers belong to the pinned torch) and executes the Quick tour into a
+temporary folder. ``.venv`` is not touched.
 
 ``smoke`` writes the fixtures of ``python -m asc_lib.smoke`` (a TAU22-format folder from official split
 lines with generated audio, and official-format BEATs checkpoints with random weights) into a temporary
@@ -77,7 +78,7 @@ def newest(extra: list[str]) -> None:
     sh(NEWEST_PYTHON, "-c", "import importlib.util, torch, torchao; "
        "print('torch', torch.__version__, '| torchao', torchao.__version__, '| torchaudio:', "
        "'installed' if importlib.util.find_spec('torchaudio') else 'absent')")
-    sh(NEWEST_PYTHON, "-m", "pytest", "tests", "-p", "no:cacheprovider", *extra)
+    sh(NEWEST_PYTHON, "-m", "pytest", "tests", "-p", "no:cacheprovider", "-m", "not slow", *extra)
     with tempfile.TemporaryDirectory() as tmp:  # run there, the chapter imports the installed asc_lib
         sh(NEWEST_PYTHON, "-m", "asc_lib.book", "run", "--only", "quick_tour", "--into", tmp)
 

@@ -31,11 +31,14 @@ Speed (:func:`compile_cpu`, :func:`cpu_speed`). Run eagerly, each float island c
 dequantise and quantise (a multiply, round, clamp, add and copy over the whole tensor), and the INT8
 model is slower than float. ``torch.compile`` (inductor, with freezing) fuses those into the float ops'
 loops: compiled, INT8 runs faster than the float model eagerly, but the float model compiled the same
-way (its BatchNorm folded, oneDNN's prepacked convolutions) is faster still on CPUs without INT8 dot
-products (AVX2 without VNNI, as the pinned kernels are). Compilation calls the C++ compiler and takes
-tens of seconds; inductor keeps what it compiled in its cache (``TORCHINDUCTOR_CACHE_DIR``). Compiled
-code is not pinned (inductor picks its own vector width and fast-math sums), so the published INT8
-accuracy is the eager graph's; :func:`cpu_speed` reports how often the compiled one agrees with it. The replaced path (FX graph mode, ``torch.ao.quantization``) is deprecated and its
+way (its BatchNorm folded, oneDNN's prepacked convolutions) was faster still on every CPU setting
+measured (``bench/int8.py``: pinned to AVX2, and unpinned on AVX-512 with VNNI). Compilation calls the
+C++ compiler and takes tens of seconds; inductor keeps what it compiled in its cache
+(``TORCHINDUCTOR_CACHE_DIR``). Compiled code is not pinned (inductor picks its own vector width and
+fast-math sums), so the published INT8 accuracy is the eager graph's; :func:`cpu_speed` reports how
+often the compiled one agrees with it.
+
+The replaced path (FX graph mode, ``torch.ao.quantization``) is deprecated and its
 quantised tensor types warn of their removal in torch 2.14 and later.
 
 Parameter memory (:func:`int8_param_breakdown`), counted as an INT8 deployment would store it, from the
