@@ -254,13 +254,20 @@ def compile_cpu(model: nn.Module, example: torch.Tensor):
     An :class:`Int8Model` keeps its wrapper (fixed batch, padding) and compiles its lowered graph."""
     import torch._inductor.config as inductor_config
 
+    # on a machine without CUDA, inductor's C++ build logs that it found no CUDA runtime: nothing to act on
+    build_log = logging.getLogger("torch.utils.cpp_extension")
+    level = build_log.level
+    build_log.setLevel(logging.ERROR)
     t0 = time.perf_counter()
-    with inductor_config.patch(freezing=True), torch.no_grad():
-        if isinstance(model, Int8Model):
-            compiled = Int8Model(torch.compile(model.lowered), model.reference, model.batch, model.example_shape)
-        else:
-            compiled = torch.compile(model.eval())
-        compiled(example)
+    try:
+        with inductor_config.patch(freezing=True), torch.no_grad():
+            if isinstance(model, Int8Model):
+                compiled = Int8Model(torch.compile(model.lowered), model.reference, model.batch, model.example_shape)
+            else:
+                compiled = torch.compile(model.eval())
+            compiled(example)
+    finally:
+        build_log.setLevel(level)
     return compiled, time.perf_counter() - t0
 
 

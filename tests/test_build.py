@@ -17,6 +17,7 @@ def html(tmp_path_factory):
     return out / "_build" / "html"
 
 
+@pytest.mark.slow
 def test_book_builds_without_warnings(html):
     assert (html / "index.html").exists()
     tour = (html / "book" / "01_quick_tour.html").read_text()
@@ -39,6 +40,7 @@ def test_book_builds_without_warnings(html):
     assert {"CLS24", "CZL24"} <= set(labels)  # the two Cai et al. 2024 papers tell apart
 
 
+@pytest.mark.slow
 def test_data_chapter_glues_its_check_into_the_prose(html):
     page = (html / "book" / "02_data.html").read_text()
     nb = nbformat.read(ROOT / "book" / "02_data.ipynb", as_version=4)
@@ -52,6 +54,7 @@ def test_data_chapter_glues_its_check_into_the_prose(html):
     assert csv[0].startswith("split,dataset,clips") and len(csv) == 7
 
 
+@pytest.mark.slow
 def test_beats_chapter_glues_what_it_printed(html):
     page = (html / "book" / "03_beats.html").read_text()
     nb = nbformat.read(ROOT / "book" / "03_beats.ipynb", as_version=4)
@@ -68,6 +71,7 @@ def _printed(name):
     return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
+@pytest.mark.slow
 def test_teachers_chapter_glues_what_it_printed_and_writes_its_table(html):
     page = re.sub(r"\s+", " ", (html / "book" / "04_teachers.html").read_text())
     best, mean = re.search(r"best: (.+?), mean ([\d.]+) %", _printed("04_teachers")).groups()
@@ -78,6 +82,7 @@ def test_teachers_chapter_glues_what_it_printed_and_writes_its_table(html):
     assert csv[0].startswith(f",{splits},mean") and len(csv) == 1 + 4 + 4  # 4 rows + 4 ensembles
 
 
+@pytest.mark.slow
 def test_student_and_results_chapters_glue_what_they_printed(html):
     page = re.sub(r"\s+", " ", (html / "book" / "05_student.html").read_text())
     name, mean = re.search(r"best distilled student: (.+?), mean ([\d.]+) %", _printed("05_student")).groups()
@@ -91,6 +96,7 @@ def test_student_and_results_chapters_glue_what_they_printed(html):
         assert (ROOT / "book" / "results" / f"{name}.csv").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [p.stem for p in sorted((ROOT / "book").glob("[0-9]*.ipynb"))])
 def test_chapter_pages_show_no_test_apparatus_and_no_nan(html, name):
     page = (html / "book" / f"{name}.html").read_text()

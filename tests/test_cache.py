@@ -114,6 +114,7 @@ def test_interrupted_build_resumes_and_equals_uninterrupted(clips, tmp_path, mon
     assert cache_files(out) == [f"{stem}.npy"]
 
 
+@pytest.mark.slow
 def test_killed_build_resumes(clips, tmp_path, monkeypatch):
     """A process killed mid-build (no exception handling, no cleanup) leaves a resumable partial."""
     out = tmp_path / "out"

@@ -141,6 +141,7 @@ def test_every_rerun_hint_writes_outside_book():
     assert all(re.search(r"--into /tmp/\S+", h) for h in hints), [h for h in hints if "--into" not in h]
 
 
+@pytest.mark.slow
 def test_a_rerun_hint_runs_end_to_end_and_leaves_the_book_alone(tmp_path):
     """The Quick tour's hint, run as printed (its folder moved to tmp_path): the chapter and its output land
     there, with another seed's numbers, and book/ is not touched."""

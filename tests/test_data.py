@@ -88,6 +88,7 @@ def test_pool_has_tagged_general_sounds(twin):
     assert sf.info(twin / "pool" / name).samplerate == 16000 and 1 <= len(tags.split(",")) <= 3
 
 
+@pytest.mark.slow
 def test_pool_mixes_scenes_and_sources_through_devices_of_their_own(tmp_path):
     pool = make_sound_pool(tmp_path / "pool", 40, seed=3)
     rows = [r.split("\t") for r in (pool / "tags.csv").read_text().splitlines()[1:]]

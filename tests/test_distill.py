@@ -87,6 +87,7 @@ def test_a_teacher_that_never_saw_a_clip_is_a_clear_error(setup):  # noqa: F811
                             device="cpu", progress=False)
 
 
+@pytest.mark.slow
 def test_cached_features_train_without_dir_and_say_so(setup):  # noqa: F811
     profile, root, meta, _ = setup
     w32 = dataset.waves(meta, 32000, profile)
@@ -103,6 +104,7 @@ def test_cached_features_train_without_dir_and_say_so(setup):  # noqa: F811
     assert m["teacher"] == "scratch" and len(m["history"]) == 1
 
 
+@pytest.mark.slow
 def test_a_resumed_student_publishes_what_an_uninterrupted_one_does(setup, monkeypatch, tmp_path):  # noqa: F811
     profile, root, meta, _ = setup
     settings = replace(profile.student, n_mels=32, cache_features=False, dir_p=0.4, min_passes=0,
@@ -125,6 +127,7 @@ def test_a_damaged_student_is_a_clear_error(tmp_path):
         distill.load_student(manifest)
 
 
+@pytest.mark.slow
 def test_kd_with_lambda_one_is_the_student_from_scratch_bit_for_bit(setup):  # noqa: F811
     """With kd_lambda = 1 the distillation term has weight 0: the same seed must give the scratch run's
     weights and logits exactly, so any gain of distillation is the teacher's, not a change of the loop."""
@@ -147,6 +150,7 @@ def test_kd_with_lambda_one_is_the_student_from_scratch_bit_for_bit(setup):  # n
     assert not np.array_equal(a, np.load(Path(kd2["folder"]) / "test_logits.npy"))
 
 
+@pytest.mark.slow
 def test_a_teacher_keeps_its_logits_at_increasing_fit_and_a_student_learns_from_them(setup):  # noqa: F811
     profile, root, meta, ckpts = setup
     settings = replace(profile.teachers, fit_study=(1,), fit_study_splits=(100,))

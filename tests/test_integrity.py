@@ -128,6 +128,7 @@ def test_a_changed_small_beats_checkpoint_is_refused(tmp_path):
 
 # ----------------------------------------------------------------------------- 2, 6: one builder at a time
 
+@pytest.mark.slow
 def test_a_second_process_waits_naming_the_holder_or_gives_up(tmp_path, capsys):
     target = tmp_path / "thing"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
@@ -147,6 +148,7 @@ def test_a_second_process_waits_naming_the_holder_or_gives_up(tmp_path, capsys):
     assert not is_locked(target)
 
 
+@pytest.mark.slow
 def test_two_processes_building_the_same_twin_give_one_complete_twin(tmp_path, capsys):
     root = tmp_path / "twin"
     stale = tmp_path / ".twin.partial-999999"  # left by a builder that died
@@ -164,6 +166,7 @@ def test_two_processes_building_the_same_twin_give_one_complete_twin(tmp_path, c
     assert not list(tmp_path.glob(".twin.partial*"))
 
 
+@pytest.mark.slow
 def test_concurrent_waveform_cache_builds_both_succeed(tmp_path):
     files = []
     for i in range(48):
@@ -247,6 +250,7 @@ def _slow_book(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path, pids
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
 def test_a_stopped_runner_takes_papermill_and_the_kernel_with_it(tmp_path, how):
     root, pids = _slow_book(tmp_path)
@@ -272,6 +276,7 @@ def test_a_stopped_runner_takes_papermill_and_the_kernel_with_it(tmp_path, how):
         assert not temp[0].exists()
 
 
+@pytest.mark.slow
 def test_results_reach_the_results_folder_with_their_chapter(tmp_path):
     (tmp_path / "chapters").mkdir()
     cells = [new_code_cell("x = 1", metadata={"tags": ["parameters"]}),

@@ -182,6 +182,7 @@ def test_pretraining_learns_beyond_frequent_code_and_is_deterministic(pool, tmp_
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_self_distilled_tokenizer_learns_its_teacher_and_labels_for_the_next_iteration(pool):
     fb = pool[5]
     torch.manual_seed(0)
@@ -294,6 +295,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow
 def test_pretrain_under_torchrun_two_processes(tmp_path):
     import json
     script = tmp_path / "ddp.py"

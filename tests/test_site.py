@@ -18,6 +18,7 @@ def html(tmp_path_factory):
     return out / "_build" / "html"
 
 
+@pytest.mark.slow
 def test_every_page_passes_the_site_check(html):
     pages = sitecheck.check(html)
     names = {p.name for p in pages}
@@ -28,6 +29,7 @@ def test_every_page_passes_the_site_check(html):
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.slow
 def test_the_site_check_finds_what_it_looks_for(tmp_path):
     """A page with each defect: a broken link and anchor, a file path as alt text, a line wider than the
     column, a page wider than a phone, and an image without alt text (axe: critical)."""

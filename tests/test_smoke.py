@@ -1,5 +1,5 @@
 """The `full` profile's smoke run: its profile, the TAU22 fixture from official split lines, the cut,
-the checks before training (the whole run on the fixtures is CI's `tasks.py smoke` leg)."""
+the checks before training (the whole run on the fixtures is `python3 tasks.py smoke`)."""
 
 import csv
 import shutil

@@ -169,6 +169,7 @@ def test_run_writes_a_manifest_logits_and_is_reused(setup, capsys):
     assert "reusing" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_other_weights_under_the_same_name_and_size_make_another_run(setup, tmp_path):
     profile, *_ = setup
     first = save_beats_checkpoint(BEATs(TINY_BEATS), tmp_path / "ssl.pt")
@@ -183,6 +184,7 @@ def test_other_weights_under_the_same_name_and_size_make_another_run(setup, tmp_
     assert other["SSL"][0] == "ssl.pt" and other != ids
 
 
+@pytest.mark.slow
 def test_a_swapped_checkpoint_trains_again_on_its_own_tokens(setup, monkeypatch, tmp_path, capsys):
     import shutil
 
@@ -254,6 +256,7 @@ def test_full_profile_smoke_step_runs_the_released_architecture():
     assert all(np.isfinite(v) and v > 0 for v in losses.values())
 
 
+@pytest.mark.slow
 def test_cached_inputs_give_the_same_teacher(setup):
     # the ci profile keeps fbanks and the frozen encoder's tokens in memory; the result must not change
     profile, root, meta, ckpts = setup
@@ -278,6 +281,7 @@ def test_cached_inputs_give_the_same_teacher(setup):
     ("SSL*", 1.0, 2),  # the frozen encoder: only the head trains, on cached tokens
     ("SSL+SL", 1.0, 4),  # resumed after its selected epoch: that epoch's test logits were never kept
 ])
+@pytest.mark.slow
 def test_a_resumed_teacher_publishes_what_an_uninterrupted_one_does(setup, monkeypatch, tmp_path, strategy, monitor,
                                                                    killed):
     profile, root, meta, ckpts = setup
@@ -297,6 +301,7 @@ def test_a_resumed_teacher_publishes_what_an_uninterrupted_one_does(setup, monke
     assert whole["best_epoch"] < 4
 
 
+@pytest.mark.slow
 def test_a_moved_artifacts_folder_is_still_reused(setup, monkeypatch, tmp_path, capsys):
     import shutil
 
