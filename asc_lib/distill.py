@@ -87,7 +87,10 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
 
     ``features``: log-mels of every clip of ``meta`` computed once (:func:`logmel_all`), used for the
     test and validation clips and, when ``settings.cache_features`` is set, for training too: then
-    there is no waveform-level DIR (``settings.dir_p`` must be 0)."""
+    there is no waveform-level DIR (``settings.dir_p`` must be 0).
+
+    ``progress``: a progress bar and a line per epoch on stdout; ``False`` trains quietly, so that a
+    checked chapter cell prints the same text whether it trained or reused the run."""
     if settings.cache_features and settings.dir_p > 0:
         raise ValueError("cache_features trains on precomputed log-mels: DIR (a waveform augmentation) "
                          f"cannot run, set dir_p=0 (got {settings.dir_p})")
@@ -147,7 +150,7 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
         recipe = with_passes(settings.recipe, len(train_part), settings.min_passes)
         out = train(model, step_loss, len(train_part), recipe, device=dev, seed=seed, evaluate=evaluate,
                     select="val_loss", mode="min", workdir=folder, key=key, desc=f"student {name} {split} %", progress=progress,
-                    log=lambda line: print(f"  student ({name}) {split:>3} %  {line}"))
+                    log=(lambda line: print(f"  student ({name}) {split:>3} %  {line}")) if progress else (lambda line: None))
         test = predict_logits(model, len(test_x), lambda i: test_x[i], device=dev, batch_size=128)
         torch.save({"state_dict": model.state_dict()}, folder / "model.pt")
         np.save(folder / "test_logits.npy", test.astype(np.float32))

@@ -56,8 +56,11 @@ def test_student_runs_from_scratch_and_from_an_ensemble(setup, capsys):  # noqa:
     kw = dict(meta=meta, split_part=read_split(root, 100, meta), test_part=read_split(root, "test", meta),
               w32=dataset.waves(meta, 32000, profile), manifests=mans, settings=settings, root=root,
               profile=profile.name, seed=0, device="cpu", progress=False)
+    capsys.readouterr()
     scratch = distill.run_student(None, 100, **kw)
     ens = distill.run_student(("SSL", "SSL+SL"), 100, **kw)
+    # progress=False trains quietly: a checked chapter cell prints the same text trained or cached
+    assert capsys.readouterr().out == ""
     assert scratch["teacher"] == "scratch" and ens["teacher"] == "SSL + SSL+SL"
     assert ens["config"]["teachers"] == {"SSL": mans["SSL"]["key"], "SSL+SL": mans["SSL+SL"]["key"]}
     assert scratch["key"] != ens["key"] and len(ens["history"]) == 2
