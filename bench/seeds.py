@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The seed study: every teacher and student of the book, for several training seeds on the same data.
 
-    python bench/seeds.py [--seeds 0 1 2] [--data-seed 0] [--profile ci]
+    python bench/seeds.py [--seeds 0 1 2] [--data-seed 0] [--profile ci] [--keep]
 
 Run it alone: two torch processes on the same two cores slow each other down tenfold or more (their
 threads spin while they wait for each other).
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import pandas as pd
@@ -48,12 +49,41 @@ def rows_of(seed, teacher_runs, students, int8, y_test):
     return [{"system": a, "split": s, "seed": seed, "accuracy": acc} for a, s, acc in out]
 
 
+def keep_other_seeds(old: pd.DataFrame, seed0: pd.DataFrame, listed, path) -> pd.DataFrame:
+    """``old``'s rows of the seeds not ``listed``, if its seed-0 rows equal ``seed0`` (to the file's 4
+    decimals); otherwise exit, naming the first row that differs."""
+    key = ["system", "split"]
+    mine = seed0.set_index(key).accuracy.round(4)
+    theirs = old[old.seed == 0].set_index(key).accuracy
+    if set(mine.index) != set(theirs.index):
+        sys.exit(f"--keep: {path}'s seed-0 systems are not this code's: run the study without --keep")
+    diff = (mine - theirs.reindex(mine.index)).abs()
+    if diff.max() > 1e-4:
+        where = diff.idxmax()
+        sys.exit(f"--keep: {path} is of other runs: its seed 0 gives {theirs[where]:.4f} for {where[0]} at "
+                 f"{where[1]} %, this code {mine[where]:.4f}; run the study without --keep")
+    other = old[~old.seed.isin(listed)]
+    print(f"keeping seeds {sorted(map(int, other.seed.unique()))} of {path} (its seed 0 is this code's)",
+          flush=True)
+    return other
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--profile", default="ci")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep seeds.csv's rows of the seeds not listed, if its seed-0 rows are this code's")
     args = parser.parse_args()
+    kept = []  # the rows of the seeds not listed, with --keep
+    if args.keep:
+        if args.seeds[0] != 0:
+            parser.error("--keep: --seeds must start with 0 (its rows are compared with seeds.csv's)")
+        old_path = results_dir() / "seeds.csv"
+        if not old_path.exists():
+            parser.error(f"--keep: {old_path} does not exist: there is no study to add seeds to")
+        old = pd.read_csv(old_path)
     P = profiles.get_profile(args.profile)
     seed_everything(args.data_seed, threads=P.threads)
     dev = resolve_device(P.device)
@@ -81,9 +111,12 @@ def main():
             int8[s] = distill.int8_check(students[teachers.ensemble_name(teachers.TEACHERS), s], calib, test_x,
                                          y_test)["INT8 accuracy"]
         rows += rows_of(seed, teacher_runs, students, int8, y_test)
+        if args.keep and seed == 0:
+            kept = keep_other_seeds(old, pd.DataFrame(rows), args.seeds, old_path).to_dict("records")
         timing.append((seed, time.perf_counter() - t0))
         print(f"seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
-        seeds = pd.DataFrame(rows)  # written after every seed: an interrupted study keeps the seeds it ran
+        # written after every seed: an interrupted study keeps the seeds it ran
+        seeds = pd.DataFrame(rows + kept).sort_values("seed", kind="stable")
         folder = results_dir()
         for name, table, index in (("seeds", seeds, False), ("claims", results.claims_table(seeds), True)):
             tmp = folder / f".{name}.csv.tmp"
