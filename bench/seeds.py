@@ -13,6 +13,11 @@ an executed book (their cache keys are equal) and the study's seed-0 numbers are
 Writes ``book/results/seeds.csv`` (long format: ``system, split, seed, accuracy``: test macro accuracy in
 %) and ``book/results/claims.csv`` (per claim of the Results chapter: ``claim, seeds_holding,
 margin_mean, margin_sd, holds``), then prints both.
+
+``--keep`` adds seeds to an existing study (``--seeds 0 2 --keep`` runs seed 2 and keeps seed 1's rows):
+the existing ``seeds.csv``'s rows of the seeds not listed are kept only if its seed-0 rows equal this
+code's seed 0 (then its other seeds were trained by the same code on the same data, as far as a study can
+tell); otherwise it stops before training another seed. ``--seeds`` must start with 0.
 """
 
 from __future__ import annotations
