@@ -14,7 +14,9 @@ CPU models that have AVX2 but no AVX-512 (default: ``Haswell-noTSX``, an Intel p
 ``EPYC-Rome``, an AMD one), each pinned (the child's ``import asc_lib`` sets ``PINNED_ENV``) and
 unpinned (``ASC_KERNELS=native``). It prints, per item, a letter per configuration: ``A`` is the bits
 native-pinned gives, another letter other bits. Pinning works where every pinned column says ``A``.
-A qemu run takes 1-3 minutes.
+A qemu run took 1-3 minutes before BEATs' Linear layers ran as channels-last convolutions, which QEMU
+runs far slower: the teacher and pre-training items alone took more than 1,500 s under Haswell-noTSX, so
+give ``--timeout 4000``.
 
     apt-get install qemu-user                       # Debian bookworm: QEMU 7.2, which emulates AVX2
     python bench/cross_cpu.py                       # all configurations, then the table
@@ -81,7 +83,7 @@ def fingerprint() -> None:
     from asc_lib.models.tfsepnet import TFSepNet
     from asc_lib.models.tiny import TinyCNN
     from asc_lib.repro import seed_everything
-    from asc_lib.pretrain import small_config
+    from asc_lib.pretrain import MaskedPatchModel, small_config
     from asc_lib.teachers import TokenClassifier
     from asc_lib.train import fit, predict_logits
 
@@ -203,6 +205,15 @@ def fingerprint() -> None:
     with torch.no_grad():
         scored = teacher(xt)
     item("teacher.train_2_steps_and_score", out, *grads, *params, scored)
+
+    # (d3) masked-patch pre-training at the ci size (the BEATs chapter's step, its predictor's
+    # PreNormLayers included): 2 AdamW steps on 16 clips, a fixed mask
+    torch.manual_seed(5)
+    mpm = MaskedPatchModel(BEATs(small_config()))
+    opt = torch.optim.AdamW(mpm.parameters(), lr=1e-3, weight_decay=0.01, fused=True)
+    mask = MaskedPatchModel.sample_mask(16, 48, 0.75, torch.Generator().manual_seed(0))
+    out, grads, params = train_steps(mpm, lambda: mpm(xt[:16], mask=mask)[0], lambda o: o, opt, 2)
+    item("pretrain.masked_2_steps", out, *grads, *params)
 
     # (e) TF-SepNet (the paper's student, full width) on a (4, 1, 64, 33) batch: 5 Adam steps; Freq-MixStyle
     torch.manual_seed(2)

@@ -7,7 +7,9 @@ matrix product torch offers on the CPU.
     ASC_KERNELS=native MKL_ENABLE_INSTRUCTIONS=AVX2 python bench/linear.py
 
 Routes: ``F.linear`` (MKL's sgemm: under pinning its vendor-independent COMPATIBLE path), a 1x1
-``conv1d`` on oneDNN (``asc_lib.models.beats.Linear``, what the book's BEATs uses when pinned), and
+``conv1d`` on oneDNN over the transposed rows (the book's route until stop 32), the same 1x1 convolution
+with the rows as a channels-last image (``asc_lib.models.beats.Linear``, what the book's BEATs uses when
+pinned), and
 oneDNN's inner product (``torch.ops.mkldnn._linear_pointwise``, with a hand-written backward). Prints the
 median milliseconds of forward + backward over 15 runs (2 threads) and the largest difference from
 ``F.linear`` (the routes sum in other orders).
@@ -26,9 +28,14 @@ from asc_lib import kernels
 ROWS = 32 * 48
 
 
-def as_conv1d(x, w, b):
+def as_conv1d(x, w, b):  # the book's route before: the rows transposed into one long sequence
     cols = x.reshape(1, -1, w.shape[1]).transpose(1, 2)
     return F.conv1d(cols, w.unsqueeze(-1), b).transpose(1, 2).reshape(*x.shape[:-1], w.shape[0])
+
+
+def as_conv_cl(x, w, b):  # asc_lib.models.beats.Linear: the rows as a channels-last image, no copy
+    cols = x.reshape(1, 1, -1, w.shape[1]).permute(0, 3, 1, 2)
+    return F.conv2d(cols, w[:, :, None, None], b).permute(0, 2, 3, 1).reshape(*x.shape[:-1], w.shape[0])
 
 
 def _ip(a, w, b=None):
@@ -68,13 +75,14 @@ def main():
     torch.set_num_threads(2)
     torch.manual_seed(0)
     print(f"{kernels.cpu_name()}; {kernels.kernels_status()}")
-    routes = {"F.linear (MKL)": F.linear, "conv1d (oneDNN)": as_conv1d, "inner product (oneDNN)": inner_product}
-    print(f"{'in -> out':<12}" + "".join(f"{name:>26}" for name in routes) + "   max |diff|")
+    routes = {"F.linear (MKL)": F.linear, "conv1d (oneDNN)": as_conv1d, "conv, channels-last (oneDNN)": as_conv_cl,
+              "inner product (oneDNN)": inner_product}
+    print(f"{'in -> out':<12}" + "".join(f"{name:>31}" for name in routes) + "   max |diff|")
     for i, o in ((192, 192), (192, 768), (768, 192)):
         x = torch.randn(ROWS // 48, 48, i, requires_grad=True)
         w, b = torch.randn(o, i, requires_grad=True), torch.randn(o, requires_grad=True)
         g = torch.randn(ROWS // 48, 48, o)
-        cells = [f"{ms(fn, x, w, b, g):>23.2f} ms" for fn in routes.values()]
+        cells = [f"{ms(fn, x, w, b, g):>28.2f} ms" for fn in routes.values()]
         with torch.no_grad():
             ref = F.linear(x, w, b)
             diff = max((fn(x, w, b) - ref).abs().max().item() for fn in routes.values())

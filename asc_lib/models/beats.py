@@ -227,17 +227,19 @@ _ONEDNN_LINEAR = kernels_pinned()  # read once, like the pinning itself (set bef
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, same state dict) whose float32 product on the CPU runs, when the
     kernels are pinned (:mod:`asc_lib.kernels`), as a 1x1 convolution on oneDNN's AVX2 kernels: MKL's
-    pinned (COMPATIBLE) sgemm is 2-2.5x slower than its native one, oneDNN's pinned convolution nearly
-    as fast as native MKL, with the same bits on every CPU ``bench/cross_cpu.py`` checked. A ci
-    teacher's train step (32 clips) takes 0.21 s instead of 0.29 s. Elsewhere, plain ``F.linear``. Not
-    worth it for a few outputs (the teachers' 10-class head): there MKL stays faster."""
+    pinned (COMPATIBLE) sgemm is 2-4x slower than its native one, with the same bits on every CPU
+    ``bench/cross_cpu.py`` checked. The rows are the pixels of a (1, in, 1, rows) image in channels-last
+    order, which is ``x`` itself: no copy in or out (``bench/linear.py``: 1.4-2x faster than the same
+    convolution in (1, in, rows) order, which transposes). Elsewhere, plain ``F.linear``. Not worth it
+    for a few outputs (the teachers' 10-class head): there MKL stays faster."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (_ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32):
             return super().forward(x)
-        cols = x.reshape(1, -1, self.in_features).transpose(1, 2)  # (1, in, rows): every row a column
-        y = F.conv1d(cols, self.weight.unsqueeze(-1), self.bias)  # (1, out, rows)
-        return y.transpose(1, 2).reshape(*x.shape[:-1], self.out_features)
+        # (1, in, 1, rows) in channels-last order is x itself (no copy), and so is the output
+        cols = x.reshape(1, 1, -1, self.in_features).permute(0, 3, 1, 2)
+        y = F.conv2d(cols, self.weight[:, :, None, None], self.bias)  # (1, out, 1, rows)
+        return y.permute(0, 2, 3, 1).reshape(*x.shape[:-1], self.out_features)
 
 
 class MultiheadAttention(nn.Module):
