@@ -33,7 +33,7 @@ from asc_lib.quantize import quantize_int8
 from asc_lib.teachers import TokenClassifier
 
 
-def best(fn, repeats: int = 7) -> float:
+def median_seconds(fn, repeats: int = 7) -> float:
     """Median seconds of ``repeats`` calls after two warm-up calls."""
     fn()
     fn()
@@ -54,13 +54,13 @@ def train_rate(model, x, y) -> float:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return len(x) / best(step)
+    return len(x) / median_seconds(step)
 
 
 def infer_rate(model, x) -> float:
     model.eval()
     with torch.no_grad():
-        return len(x) / best(lambda: model(x))
+        return len(x) / median_seconds(lambda: model(x))
 
 
 def measure() -> list[tuple[str, str, float]]:
@@ -79,7 +79,7 @@ def measure() -> list[tuple[str, str, float]]:
         opt.step()
     fb64 = torch.randn(64, 98, 128)
     rows.append(("small BEATs, masked-patch pre-training step", "1 s fbank, batch 64",
-                 len(fb64) / best(lambda: pretrain_step(fb64))))
+                 len(fb64) / median_seconds(lambda: pretrain_step(fb64))))
     rows.append(("small BEATs, fine-tuning step (SSL, SSL+SL, scratch)", "1 s fbank, batch 32",
                  train_rate(TokenClassifier(BEATs(small_config())), fb, y)))
     rows.append(("small BEATs, frozen encoder + head step (SSL*)", "1 s fbank, batch 32",
@@ -95,7 +95,7 @@ def measure() -> list[tuple[str, str, float]]:
         x = torch.randn(128, 1, mels, 64)
         q = quantize_int8(TFSepNet().eval(), x[:32], batch=128)
         rows.append(("TF-SepNet-64, inference INT8 (PT2E, oneDNN)", f"{mels} mels, batch 128",
-                     len(x) / best(lambda: int8_logits(q, x))))
+                     len(x) / median_seconds(lambda: int8_logits(q, x))))
     return rows
 
 
@@ -108,9 +108,11 @@ def main():
     base = {k: v for k, v in os.environ.items() if k not in PINNED_ENV and k != "ASC_KERNELS"}
     runs = {}
     for label, env in (("pinned", {}), ("unpinned", {"ASC_KERNELS": "native"})):
-        out = subprocess.run([sys.executable, __file__, "--here"], env={**base, **env},
-                             capture_output=True, text=True, check=True).stdout
-        runs[label] = [line.split("\t") for line in out.splitlines() if line.count("\t") == 2]
+        run = subprocess.run([sys.executable, __file__, "--here"], env={**base, **env},
+                             capture_output=True, text=True)
+        runs[label] = [line.split("\t") for line in run.stdout.splitlines() if line.count("\t") == 2]
+        if run.returncode or not runs[label]:
+            sys.exit(f"bench/train.py --here ({label}) failed with exit code {run.returncode}:\n{run.stderr}")
     width = max(len(r[0]) for r in runs["pinned"])
     print(f"{'model / step':<{width}}  {'input':<22}  pinned  unpinned  pinned/unpinned  (clips/s)")
     for (name, inp, p), (_, _, n) in zip(runs["pinned"], runs["unpinned"]):

@@ -14,7 +14,7 @@ from asc_lib.data.cache import waveform_cache
 from asc_lib.data.synthetic import POOL_SOURCES, make_sound_pool
 from asc_lib.models.beats import BEATs, load_beats_checkpoint, save_beats_checkpoint
 from asc_lib.data.dataset import read_pool
-from asc_lib.pretrain import (MaskedPatchModel, RandomProjectionTokenizer, SelfDistilledTokenizer, n_visible,
+from asc_lib.pretrain import (MaskedPatchModel, PreNormLayer, RandomProjectionTokenizer, SelfDistilledTokenizer, n_visible,
                               pool_fbank, pretrain, small_config, tag_finetune, teacher_tokens, tokenize_all,
                               train_tokenizer)
 from asc_lib.repro import seed_everything
@@ -321,3 +321,32 @@ def test_random_baseline_depends_on_its_seed_only():
     b = random_small_beats(3).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["patch_embedding.weight"], random_small_beats(4).state_dict()["patch_embedding.weight"])
+
+
+def test_prenorm_layer_computes_torchs_pre_norm_encoder_layer():
+    """PreNormLayer (oneDNN Linear when pinned) is nn.TransformerEncoderLayer(norm_first, gelu, 2x width)
+    given the same weights, in value and in input gradient."""
+    torch.manual_seed(0)
+    ref = torch.nn.TransformerEncoderLayer(32, 4, dim_feedforward=64, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+    layer = PreNormLayer(32, 4)
+    assert torch.count_nonzero(layer.qkv.bias) == 0 and torch.count_nonzero(layer.out.bias) == 0
+    with torch.no_grad():
+        for mine, theirs in ((layer.qkv, None), (layer.out, ref.self_attn.out_proj), (layer.fc1, ref.linear1),
+                             (layer.fc2, ref.linear2), (layer.norm1, ref.norm1), (layer.norm2, ref.norm2)):
+            if theirs is None:
+                ref.self_attn.in_proj_weight.copy_(mine.weight)
+                ref.self_attn.in_proj_bias.copy_(torch.randn(96))
+                mine.bias.copy_(ref.self_attn.in_proj_bias)
+            else:
+                mine.weight.copy_(theirs.weight + 0.1 * torch.randn_like(theirs.weight))
+                theirs.weight.copy_(mine.weight)
+                mine.bias.copy_(torch.randn_like(mine.bias))
+                theirs.bias.copy_(mine.bias)
+    x = torch.randn(3, 7, 32, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    y, y_ref = layer(x), ref(x_ref)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    y.square().sum().backward()
+    y_ref.square().sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
