@@ -166,6 +166,26 @@ def test_two_processes_building_the_same_twin_give_one_complete_twin(tmp_path, c
     assert not list(tmp_path.glob(".twin.partial*"))
 
 
+def test_processes_sharing_a_hash_memo_each_replace_it_whole(tmp_path):
+    # each process rewrites its own file before every call, so every call writes the memo: with one shared
+    # temporary name, one process's rename took the file from under another's (a CI failure)
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from asc_lib.data.cache import content_hashes
+        mine = Path({str(tmp_path)!r}) / f"f{{sys.argv[1]}}"
+        for i in range(150):
+            mine.write_bytes(str(i).encode())
+            assert content_hashes([mine], memo=Path({str(tmp_path / "memo.json")!r})) != ["missing"]
+    """)
+    workers = [subprocess.Popen([sys.executable, "-c", script, str(k)], cwd=ROOT, stderr=subprocess.PIPE,
+                                text=True) for k in range(4)]
+    results = [(w.wait(timeout=120), w.stderr.read()) for w in workers]
+    assert all(code == 0 for code, _ in results), results
+    assert isinstance(json.loads((tmp_path / "memo.json").read_text()), dict)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f0", "f1", "f2", "f3", "memo.json"]
+
+
 @pytest.mark.slow
 def test_concurrent_waveform_cache_builds_both_succeed(tmp_path):
     files = []

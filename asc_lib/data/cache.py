@@ -127,7 +127,8 @@ def content_hashes(files: list[Path], memo: Path | None = None) -> list[str]:
         out.append(entry[4])
     if memo is not None and changed:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(".tmp")
+        # a name of this process's own: builders running at once each replace the memo whole
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(known))
         os.replace(tmp, memo)
     return out
