@@ -3,7 +3,7 @@
 length of the schedule, on the ``ci`` twin, each run a fresh run of the library's own code.
 
     python bench/convergence.py [--splits 5 100] [--scales 1 2 4] [--lr-scales 1 3]
-                                [--roles teacher:SSL+SL student:scratch]
+                                [--roles teacher:SSL+SL student:scratch] [--book-student]
 
 A scale ``k`` multiplies the profile's steps per epoch and its ``min_passes`` (epochs, evaluations, batch
 and learning rate stay; ``--lr-scales`` multiplies the learning rate),
@@ -13,7 +13,8 @@ epoch that validation loss selected, the validation loss there, how much it fell
 the epochs (``tail drop``: about 0 when it has flattened), the macro accuracy of the selected epoch on the
 split's clips (``own clips acc``: for a teacher, the clips it teaches) and the test macro accuracy with its 95 %
 interval (bootstrap over test locations). Students are distilled from the SSL+SL teacher of the same
-scale (``student:SSL+SL``) or trained from scratch (``student:scratch``).
+scale (``student:SSL+SL``) or trained from scratch (``student:scratch``); with ``--book-student`` the
+students keep the book's recipe at every scale, so only the teacher they learn from changes.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def main():
                                                        "student:SSL+SL"])
     parser.add_argument("--lr-scales", type=float, nargs="+", default=[1.0],
                         help="multiply the teachers' and the student's learning rates")
+    parser.add_argument("--book-student", action="store_true",
+                        help="the students keep the book's recipe: only their teachers' schedules scale")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--csv", help="also write the table here (book/results/convergence.csv is read by the "
                                       "Results chapter)")
@@ -67,8 +70,9 @@ def main():
         for k, lr in [(k, lr) for k in args.scales for lr in args.lr_scales]:
             tset = dataclasses.replace(P.teachers, finetune=scaled(P.teachers.finetune, k, lr),
                                        frozen=scaled(P.teachers.frozen, k, lr), min_passes=P.teachers.min_passes * k)
-            sset = dataclasses.replace(P.student, recipe=scaled(P.student.recipe, k, lr),
-                                       min_passes=P.student.min_passes * k)
+            sk = 1 if args.book_student else k
+            sset = dataclasses.replace(P.student, recipe=scaled(P.student.recipe, sk, lr),
+                                       min_passes=P.student.min_passes * sk)
             mans = {}
             for role in args.roles:
                 kind, name = role.split(":")
