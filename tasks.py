@@ -64,7 +64,7 @@ def setup() -> None:
 
 
 # the unit tests of torch's direct users: features, models, the training loop, pre-training, distillation and
-# INT8 (117 tests, 190 s on 2 cores). The teachers', students', data, cache, runner and book tests run in
+# INT8 (118 tests, 150 s on 2 cores on the newest torch). The teachers', students', data, cache, runner and book tests run in
 # ``test`` only: CI's time limit (the newest leg took about 15 min with every test not marked slow)
 NEWEST_TESTS = ("augment", "beats", "dsp", "pretrain", "quantize", "train", "units", "distill")
 

@@ -26,7 +26,7 @@ import time
 
 import pandas as pd
 
-from asc_lib import checkpoints, distill, profiles, teachers
+from asc_lib import checkpoints, distill, profiles, results, teachers
 from asc_lib.data import SCENES, dataset
 from asc_lib.data.tau import read_meta, read_split
 from asc_lib.metrics import bootstrap_macro, interval, macro_accuracy
@@ -54,6 +54,8 @@ def main():
     args = parser.parse_args()
     if args.csv and args.lr_scales != [1.0]:
         parser.error("--csv records the book's learning rates only: leave out --lr-scales")
+    if args.csv and args.book_student:
+        parser.error("--csv records students scaled with their teachers: leave out --book-student")
     P = profiles.get_profile("ci")
     seed_everything(args.seed, threads=P.threads)
     root = dataset.prepare("", P, 0)
@@ -91,7 +93,6 @@ def main():
                           else with_passes(sset.recipe, n, sset.min_passes))
                 h = m["history"]
                 val = [e["val_loss"] for e in h]
-                third = max(1, len(h) // 3)
                 own = (teachers.load_logits(m, "train", part.filename.tolist()).argmax(1)  # the clips it teaches
                        if kind == "teacher" else None)
                 pred = teachers.load_logits(m, "test").argmax(1)
@@ -99,7 +100,7 @@ def main():
                 rows.append({"split": split, "role": role, "scale": k, "lr": recipe.lr, "steps": recipe.epochs * recipe.steps_per_epoch,
                              "clips seen": recipe.epochs * recipe.steps_per_epoch * recipe.batch_size,
                              "best epoch": f"{m['best_epoch']}/{len(h)}", "val loss": min(val),
-                             "tail drop": min(val[:-third]) - min(val[-third:]),
+                             "tail drop": results.last_third_drop(val),
                              "own clips acc": (float("nan") if own is None
                                                else 100 * macro_accuracy(dataset.labels(part), own, len(SCENES))),
                              "test acc": m["test"]["macro"],

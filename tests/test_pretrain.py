@@ -332,17 +332,14 @@ def test_prenorm_layer_computes_torchs_pre_norm_encoder_layer():
     layer = PreNormLayer(32, 4)
     assert torch.count_nonzero(layer.qkv.bias) == 0 and torch.count_nonzero(layer.out.bias) == 0
     with torch.no_grad():
-        for mine, theirs in ((layer.qkv, None), (layer.out, ref.self_attn.out_proj), (layer.fc1, ref.linear1),
+        for p in layer.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # non-zero biases, norms off 1 and 0
+        ref.self_attn.in_proj_weight.copy_(layer.qkv.weight)
+        ref.self_attn.in_proj_bias.copy_(layer.qkv.bias)
+        for mine, theirs in ((layer.out, ref.self_attn.out_proj), (layer.fc1, ref.linear1),
                              (layer.fc2, ref.linear2), (layer.norm1, ref.norm1), (layer.norm2, ref.norm2)):
-            if theirs is None:
-                ref.self_attn.in_proj_weight.copy_(mine.weight)
-                ref.self_attn.in_proj_bias.copy_(torch.randn(96))
-                mine.bias.copy_(ref.self_attn.in_proj_bias)
-            else:
-                mine.weight.copy_(theirs.weight + 0.1 * torch.randn_like(theirs.weight))
-                theirs.weight.copy_(mine.weight)
-                mine.bias.copy_(torch.randn_like(mine.bias))
-                theirs.bias.copy_(mine.bias)
+            theirs.weight.copy_(mine.weight)
+            theirs.bias.copy_(mine.bias)
     x = torch.randn(3, 7, 32, requires_grad=True)
     x_ref = x.detach().clone().requires_grad_(True)
     y, y_ref = layer(x), ref(x_ref)
