@@ -121,7 +121,7 @@ PROFILES = {
         tour=TourSettings(clips_per_scene=40, devices=("a", "b", "c"), epochs=30, batch_size=16,
                           lr=3e-3, n_mels=256),
         data=DataSettings(twin_size="ci"),
-        # the pool is 10x the 100 % split (32,000 s; AudioSet is ~150x TAU22's), seen once: 500 steps of 64
+        # the pool is 10x the 100 % split (32,000 s; AudioSet is ~143x TAU22's), seen once: 500 steps of 64
         # (the old 3,000-clip pool took 375, 8 passes); the SL stage tags 9,000 of its clips, 141 steps as before.
         # The second iteration is its own command (README: python -m asc_lib.book run --only beats -p
         # iterations 2): the teachers start from iteration 1, and its time buys teacher training; its
