@@ -8,7 +8,9 @@ Per page:
 - no image's alt text is empty or a file path (``_images/...png``): it is the figure's caption;
 - at 390 px, the page is no wider than the viewport (nothing scrolls it sideways);
 - at 1280 px, no code or output block is wider than the text column (its text fits without a scroll bar),
-  and no table reaches past the column (a wide one scrolls inside its own box);
+  and no table is wider than the column: neither reaching past it nor hiding columns in a box that
+  scrolls (a scroll bar that the system draws only while scrolling does not tell the reader there are
+  more); on a phone a wide table scrolls in its own box;
 - axe-core (bundled by the ``axe-playwright-python`` package) finds no serious or critical violation.
 
 Chromium is driven by Playwright (``playwright`` on PyPI) with ``executable_path`` set to the system's
@@ -43,9 +45,10 @@ MEASURE = """() => {
                             text: el.textContent.trim().slice(0, 60)});
   }
   for (const el of column.querySelectorAll('table')) {
-    let box = el;  // the nearest box that scrolls sideways holds the table's overflow
+    let box = el;  // the nearest box that scrolls sideways (the table's own, or one around it) hides its overflow
     while (box !== column && !['auto', 'scroll'].includes(getComputedStyle(box).overflowX)) box = box.parentElement;
-    const over = (box === column ? el : box).getBoundingClientRect().right - right;
+    const hidden = box === column ? 0 : box.scrollWidth - box.clientWidth;
+    const over = Math.max(el.getBoundingClientRect().right - right, hidden);
     if (over > 1) out.push({kind: 'table', over: Math.round(over), text: el.textContent.trim().slice(0, 60)});
   }
   const blocks = column.querySelectorAll('div.highlight pre, div.cell_output pre, div.output pre, table').length;
@@ -160,9 +163,15 @@ def check(html: Path, pages: list[str] | None = None) -> list[Page]:
     from playwright.sync_api import sync_playwright
 
     html = Path(html).resolve()
+    if not html.is_dir():
+        raise SystemExit(f"sitecheck: {html} is not a folder: build the book (python -m asc_lib.book build) "
+                         "and pass its _build/html")
     files = [html / p for p in pages] if pages else sorted(
         p for p in html.rglob("*.html") if not p.name.startswith(("genindex", "search")) and "_static" not in p.parts
         and 'http-equiv="refresh"' not in p.read_text(encoding="utf-8").lower())  # the root index: a redirect
+    if not files:
+        raise SystemExit(f"sitecheck: no HTML page in {html}: expected a built book (python -m asc_lib.book build "
+                         "writes _build/html)")
     parsed = {f: _parse(f) for f in files}
     results = [static_checks(html, f, parsed) for f in files]
     server = _serve(html)

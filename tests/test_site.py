@@ -23,7 +23,7 @@ def test_every_page_passes_the_site_check(html):
     pages = sitecheck.check(html)
     names = {p.name for p in pages}
     assert {f"book/{n}.html" for n in ("intro", "01_quick_tour", "02_data", "03_beats", "04_teachers",
-                                       "05_student", "06_results", "references")} <= names
+                                       "05_student", "06_results", "references", "appendix_reproducibility")} <= names
     assert sum(p.blocks for p in pages) > 100  # the checks measured the chapters' blocks, not empty pages
     problems = [f"{p.name}: {problem}" for p in pages for problem in p.problems()]
     assert not problems, "\n".join(problems)
@@ -50,6 +50,35 @@ def test_the_site_check_finds_what_it_looks_for(tmp_path):
     assert "at 390 px the page is" in text and "code block is" in text
     assert "axe critical: image-alt" in text
     assert "no lang attribute" in text
+
+
+@pytest.mark.slow
+def test_the_site_check_finds_a_table_wider_than_the_column(tmp_path):
+    """At 1280 px a table wider than the column is a defect whether it runs past the column or hides its last
+    columns in a box that scrolls (many systems draw that box's scroll bar only while it scrolls); a table
+    that fits its scrolling box is not."""
+    (tmp_path / "book").mkdir()
+    row = "<tr>" + "<td>column</td>" * 100 + "</tr>"
+    (tmp_path / "book" / "tables.html").write_text(
+        '<!DOCTYPE html><html lang="en"><head><title>t</title></head><body><main><article class="bd-article">'
+        f'<table><caption>runs past</caption>{row}</table>'
+        f'<div style="overflow-x:auto"><table><caption>hidden in its box</caption>{row}</table></div>'
+        '<div style="overflow-x:auto"><table><caption>fits</caption><tr><td>1</td></tr></table></div>'
+        '</article></main></body></html>')
+    (page,) = sitecheck.check(tmp_path, ["book/tables.html"])
+    wide = [w["text"] for w in page.wide_1280 if w["kind"] == "table"]
+    assert [text.split("column")[0] for text in wide] == ["runs past", "hidden in its box"]
+    assert page.blocks == 3
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_the_site_check_refuses_a_folder_without_pages_before_starting_chromium(tmp_path, monkeypatch, folder):
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setattr(sitecheck, "chromium", lambda: pytest.fail("Chromium started on a folder without pages"))
+    expected = "is not a folder" if folder == "missing" else "no HTML page in"
+    with pytest.raises(SystemExit, match=rf"sitecheck: .*{folder}.*(build the book|python -m asc_lib.book build)") as err:
+        sitecheck.main([str(tmp_path / folder)])
+    assert expected in str(err.value)
 
 
 def _readme_build_command() -> str:
