@@ -7,15 +7,17 @@
 ``run`` executes ``chapters/*.ipynb`` in order, each in its own papermill process with a time limit,
 writes the executed notebook to ``book/`` only when every cell succeeded (so a failed run never leaves
 a half-executed chapter there), stops on the first failure naming the chapter and the cell, and ends
-with a table of wall times. ``--smoke`` runs a profile's smoke version (``full-smoke``: the same code
-path with the amounts cut, see :func:`asc_lib.profiles.smoke`) into a folder of its own, never ``book/``,
-and ends by printing what was cut.
+with a table of wall times. ``--into DIR`` executes them into a folder outside the checkout instead,
+their tables into ``DIR/results``; one runner at a time executes into a folder. ``--smoke`` runs a
+profile's smoke version (``full-smoke``: the same code path with the amounts cut, see
+:func:`asc_lib.profiles.smoke`) into a folder of its own, never ``book/``, and ends by printing what was cut.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import fcntl
 import io
 import json
 import os
@@ -25,6 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
+import typing
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
@@ -32,7 +37,7 @@ import pandas as pd
 import papermill
 
 from .integrity import build_lock, is_locked
-from .paths import repo_root, results_dir
+from .paths import repo_root
 from .profiles import PROFILES, differences
 
 SMOKE_INTO = Path(tempfile.gettempdir()) / "asc-lib-smoke"  # outside any checkout: results and artifacts too
@@ -126,6 +131,7 @@ def finish(executed: Path, target: Path) -> None:
 
 
 STAGING = "ASC_RESULTS_STAGING"  # where results.save writes while a chapter runs under the runner
+RESULTS = "ASC_RESULTS"  # the results folder of the run (see asc_lib.paths.results_dir), set by the runner
 TMP_PREFIX = "asc-chapter-"
 
 
@@ -149,13 +155,15 @@ def remove_orphans() -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_chapter(src: Path, target: Path, params: dict, profile: str) -> tuple[bool, str]:
-    """Execute one chapter with papermill in its own process group; ``(ok, message)``.
+def run_chapter(src: Path, target: Path, params: dict, profile: str, build: Path) -> tuple[bool, str]:
+    """Execute one chapter with papermill in its own process group; ``(ok, message)``. A failed chapter's
+    partial notebook is kept in ``build/_build/failed``.
 
     The chapter's result tables are staged in the run's temporary folder and moved into the results folder
-    with the notebook, only if every cell succeeded. If the runner stops (an exception, Ctrl-C, SIGTERM),
-    papermill and its kernel are killed and the temporary folder removed; if it is killed (SIGKILL), they
-    die with it and the next run removes the folder."""
+    beside the notebook (``book/results``, or ``results/`` in an ``--into`` folder: the chapter's
+    :func:`asc_lib.paths.results_dir` too) with the notebook, only if every cell succeeded. If the runner
+    stops (an exception, Ctrl-C, SIGTERM), papermill and its kernel are killed and the temporary folder
+    removed; if it is killed (SIGKILL), they die with it and the next run removes the folder."""
     remove_orphans()
     with tempfile.TemporaryDirectory(prefix=TMP_PREFIX) as tmp, build_lock(Path(tmp) / "run", "chapter run"):
         out = Path(tmp) / src.name
@@ -167,7 +175,9 @@ def run_chapter(src: Path, target: Path, params: dict, profile: str) -> tuple[bo
                "--cwd", str(target.parent), "--kernel", "python3", "--progress-bar",
                "--execution-timeout", str(CELL_TIMEOUT_S[profile])]
         parent = os.getpid()
-        proc = subprocess.Popen(cmd, start_new_session=True, env={**os.environ, STAGING: str(staged)},
+        results = target.parent / "results"
+        proc = subprocess.Popen(cmd, start_new_session=True,
+                                env={**os.environ, STAGING: str(staged), RESULTS: str(results)},
                                 preexec_fn=lambda: _die_with_parent(parent))
         try:
             code = proc.wait(timeout=CHAPTER_TIMEOUT_S[profile])
@@ -178,13 +188,12 @@ def run_chapter(src: Path, target: Path, params: dict, profile: str) -> tuple[bo
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         if code != 0:
-            build = target.parent.parent if target.parent.name == "book" else target.parent  # book/ or --into
             kept = build / "_build" / "failed" / src.name
             if out.exists():
                 kept.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(out, kept)
             return False, f"{failing_cell(kept if kept.exists() else out)} (partial notebook: {kept})"
-        results = results_dir(target.parent)
+        results.mkdir(exist_ok=True)
         for table in sorted(staged.iterdir()):
             shutil.copyfile(table, results / f".{table.name}.tmp")
             os.replace(results / f".{table.name}.tmp", results / table.name)
@@ -192,35 +201,112 @@ def run_chapter(src: Path, target: Path, params: dict, profile: str) -> tuple[bo
         return True, "ok"
 
 
-def check_types(declared: dict, overrides: dict) -> None:
-    """Refuse a ``-p`` value whose type does not fit the default in a chapter's parameters cell (an int
-    for an int, a number for a float, a list for a list or ``None``, ...), naming the chapter."""
+# The type of each chapter parameter whose default, None ("the profile's value"), does not show it
+PARAMETER_TYPES = {"clips_per_scene": int | None, "epochs": int | None, "pretrain_epochs": int | None,
+                   "iterations": int | None, "splits": list[int] | None, "temperature": float | None}
+
+
+def parameter_type(name: str, default: str):
+    """What a ``-p`` value of ``name`` must be: the type of its ``default`` (the text in the parameters cell)
+    or, for a default of None, what :data:`PARAMETER_TYPES` declares; None when neither says."""
+    try:
+        value = ast.literal_eval(default)
+    except (ValueError, SyntaxError):
+        return None  # not a literal: nothing to check against
+    return PARAMETER_TYPES.get(name) if value is None else type(value)
+
+
+def convert(value, kind):
+    """``value`` as a ``kind`` (``int``, ``float | None``, ``list[int]`` ...), or a ``TypeError``. An int for a
+    float becomes a float and a tuple for a list a list, so that ``-p temperature 2`` and the profile's 2.0
+    inject one value: one run key, not a second training."""
+    if isinstance(kind, types.UnionType):
+        for option in typing.get_args(kind):
+            try:
+                return convert(value, option)
+            except TypeError:
+                pass
+        raise TypeError(value)
+    origin, args = typing.get_origin(kind) or kind, typing.get_args(kind)
+    if isinstance(value, bool) != (origin is bool):  # True is an int to Python, not to a chapter
+        raise TypeError(value)
+    if origin is float and isinstance(value, int):
+        value = float(value)
+    if origin is list and isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, origin):
+        raise TypeError(value)
+    return [convert(v, args[0]) for v in value] if args else value
+
+
+def _a(kind) -> str:
+    """``kind`` in words: "an int", "a list of ints or None"."""
+    if isinstance(kind, types.UnionType):
+        return " or ".join(map(_a, typing.get_args(kind)))
+    if kind is type(None):
+        return "None"
+    origin, args = typing.get_origin(kind) or kind, typing.get_args(kind)
+    name = origin.__name__ + (f" of {args[0].__name__}s" if args else "")
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def check_types(declared: dict, overrides: dict) -> dict:
+    """Each chapter's ``-p`` values, ``{path: {name: value}}``, as its parameters cell types them
+    (:func:`parameter_type`, :func:`convert`); a value that does not fit stops the run before anything runs,
+    naming the chapter and what it expects."""
+    typed = {}
     for path, params in declared.items():
+        typed[path] = {}
         for name, value in overrides.items():
             if name not in params:
                 continue
+            kind = parameter_type(name, params[name]["default"])
             try:
-                default = ast.literal_eval(params[name]["default"])
-            except (ValueError, SyntaxError):
-                continue  # not a literal: nothing to check against
-            if default is None:
-                ok = value is None or isinstance(value, (list, tuple, int, float, str))
-            elif isinstance(default, bool):
-                ok = isinstance(value, bool)
-            elif isinstance(default, int):
-                ok = isinstance(value, int) and not isinstance(value, bool)
-            elif isinstance(default, float):
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            else:
-                ok = isinstance(value, type(default))
-            if not ok:
-                raise SystemExit(f"-p {name} {value!r}: {path.name} expects a {type(default).__name__} "
-                                 f"(its default is {params[name]['default']}), got a {type(value).__name__}")
+                typed[path][name] = value if kind is None else convert(value, kind)
+            except TypeError:
+                raise SystemExit(f"-p {name} {value!r}: {path.name} expects {_a(kind)} (its default is "
+                                 f"{params[name]['default']}), got {_a(type(value))}") from None
+    return typed
+
+
+def into_problem(root: Path, into: Path) -> str | None:
+    """Why chapters cannot be executed into ``into``, or None. A folder inside the checkout is refused:
+    ``--into chapters`` would replace the source chapters, and the run's tables would land in
+    ``book/results``; so is a file."""
+    into = into.resolve()
+    if into.exists() and not into.is_dir():
+        return f"--into {into}: a file, not a folder; choose a folder (it is made if missing)"
+    if into.is_relative_to(root.resolve()):
+        return (f"--into {into}: inside the checkout {root}; choose a folder outside the checkout, or leave "
+                "--into out to execute into book/")
+    return None
+
+
+@contextmanager
+def one_runner(target: Path, lock: Path):
+    """Hold ``lock`` (an ``fcntl.flock``) while chapters execute into ``target``: a second runner into the
+    same folder stops with an error naming the first, instead of racing it for the same files. The lock
+    dies with its process, so the file a killed runner leaves blocks nobody."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise SystemExit(f"another runner (process {holder}) is executing chapters into {target} (lock "
+                             f"{lock}): wait for it to finish, or run into another folder (--into)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def run(root: Path, profile: str, only: list[str] | None, overrides: dict, into: Path | None = None) -> int:
     """Execute the selected chapters into ``book/`` (or ``into``: a folder outside the checkout runs them as
-    Colab does, with results and artifacts in that folder, and leaves the published chapters alone)."""
+    Colab does, with results and artifacts in that folder, and leaves the published chapters alone), one
+    runner at a time per folder."""
     if "profile" in overrides:
         raise SystemExit("set the profile with --profile, not -p profile")
     todo = select(chapters(root), only)
@@ -228,22 +314,27 @@ def run(root: Path, profile: str, only: list[str] | None, overrides: dict, into:
     unknown = set(overrides) - {name for d in declared.values() for name in d}
     if unknown:
         raise SystemExit(f"no selected chapter has parameter(s) {sorted(unknown)}")
-    check_types(declared, overrides)
+    typed = check_types(declared, overrides)
+    if into is not None and (problem := into_problem(root, into)):
+        raise SystemExit(problem)
     target = (into or root / "book").resolve()
     target.mkdir(parents=True, exist_ok=True)
+    build = target if into else root  # its _build/: the runner's lock, a failed chapter's partial notebook
     rows, status = [], 0
-    for i, src in enumerate(todo, 1):
-        params = {"profile": profile, **overrides}
-        params = {k: v for k, v in params.items() if k in declared[src]}
-        print(f"[{i}/{len(todo)}] {src.stem}  profile={profile}  {params}", flush=True)
-        start = time.perf_counter()
-        ok, message = run_chapter(src, target / src.name, params, profile)
-        seconds = time.perf_counter() - start
-        rows.append((src.stem, "ok" if ok else "FAILED", seconds))
-        if not ok:
-            print(f"\nchapter {src.stem} failed: {message}", file=sys.stderr)
-            status = 1
-            break
+    with one_runner(target, build / "_build" / "runner.lock"):
+        if PROFILES[profile].cut is not None:  # a smoke run trains everything again, whatever ran before
+            shutil.rmtree(target / "artifacts" / profile, ignore_errors=True)
+        for i, src in enumerate(todo, 1):
+            params = {k: v for k, v in {"profile": profile, **typed[src]}.items() if k in declared[src]}
+            print(f"[{i}/{len(todo)}] {src.stem}  profile={profile}  {params}", flush=True)
+            start = time.perf_counter()
+            ok, message = run_chapter(src, target / src.name, params, profile, build)
+            seconds = time.perf_counter() - start
+            rows.append((src.stem, "ok" if ok else "FAILED", seconds))
+            if not ok:
+                print(f"\nchapter {src.stem} failed: {message}", file=sys.stderr)
+                status = 1
+                break
     width = max(len(r[0]) for r in rows)
     print(f"\n{'chapter':<{width}}  status  wall time")
     for name, state, seconds in rows:
@@ -296,7 +387,7 @@ def compare(root: Path, published: str) -> int:
     tables = {src: results.systems(*(load("teachers.csv"), load("student.csv")))
               for src, load in (("published", lambda n: _published_table(root, published, n)),
                                 ("new", lambda n: pd.read_csv(folder / n, index_col=0)))}
-    numbers, claims = results.compare(tables["published"], tables["new"], pd.read_csv(folder / "seeds.csv"))
+    numbers, claims = results.compare(tables["published"], tables["new"], results.read_seeds(folder / "seeds.csv"))
     pd.set_option("display.width", 200)
     print(numbers.round(2).to_string())
     print(claims.round(2).to_string())
@@ -337,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     if root is None:
         parser.error("run this from the book's checkout (a folder with _toc.yml and asc_lib/)")
     if args.command == "run":
+        if args.into is not None and (problem := into_problem(root, args.into)):
+            parser.error(problem)
         profile, into = args.profile, args.into
         if args.smoke:
             profile, into = f"{profile}-smoke", (into or SMOKE_INTO).resolve()
@@ -347,12 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("--smoke proves the full path on a TAU22 folder and the official BEATs checkpoints: pass "
                              "-p data_root DIR -p beats_dir DIR (test-made ones: python -m asc_lib.smoke fixtures "
                              "DIR, or python3 tasks.py smoke)")
-            if into.is_relative_to(root):
-                parser.error(f"--smoke --into {into}: choose a folder outside the checkout, whose book/results "
-                             "the smoke run's tables would overwrite")
-            # its own artifacts, emptied: a smoke run trains everything again, whatever ran before
-            os.environ["ASC_ARTIFACTS"] = str(into / "artifacts")
-            shutil.rmtree(into / "artifacts" / profile, ignore_errors=True)
+            os.environ["ASC_ARTIFACTS"] = str(into / "artifacts")  # its own, emptied by run()
         return run(root, profile, args.only, {k: parse_value(v) for k, v in args.p}, into)
     if args.command == "compare":
         return compare(root, args.published)

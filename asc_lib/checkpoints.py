@@ -85,11 +85,12 @@ def small_beats(profile: Profile, twin: Path, *, seed: int, device) -> dict:
     folder = artifacts_dir(profile.name) / "beats" / f"small-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
     paths = {"SSL": folder / "BEATs_small_SSL.pt", "SSL+SL": folder / "BEATs_small_SSL_SL.pt"}
     record = folder / "history.json"
-    with build_lock(folder, "small BEATs pre-training"):
-        if record.exists():
-            print(f"small BEATs: reusing {folder}", file=sys.stderr)
-            return {**paths, "history": _read_record(record, paths.values())}
-        return _small_beats(profile, twin, seed, device, paths, record)
+    if not record.exists():  # finished (the record is written last): read without the lock
+        with build_lock(folder, "small BEATs pre-training"):
+            if not record.exists():
+                return _small_beats(profile, twin, seed, device, paths, record)
+    print(f"small BEATs: reusing {folder}", file=sys.stderr)
+    return {**paths, "history": _read_record(record, paths.values())}
 
 
 def _read_record(record: Path, paths) -> dict:
@@ -146,11 +147,12 @@ def next_iteration(profile: Profile, twin: Path, previous: dict, *, seed: int, d
                           (Path(twin) / "twin.json").read_text(), seed, teacher_hash], sort_keys=True, default=str)
     folder = artifacts_dir(profile.name) / "beats" / f"next-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
     path, record = folder / "BEATs_small_SSL.pt", folder / "history.json"
-    with build_lock(folder, "small BEATs, next iteration"):
-        if record.exists():
-            print(f"small BEATs, next iteration: reusing {folder}", file=sys.stderr)
-            return {"SSL": path, "history": _read_record(record, [path])}
-        return _next_iteration(profile, twin, previous, seed, device, path, record)
+    if not record.exists():  # finished (the record is written last): read without the lock
+        with build_lock(folder, "small BEATs, next iteration"):
+            if not record.exists():
+                return _next_iteration(profile, twin, previous, seed, device, path, record)
+    print(f"small BEATs, next iteration: reusing {folder}", file=sys.stderr)
+    return {"SSL": path, "history": _read_record(record, [path])}
 
 
 def _next_iteration(profile: Profile, twin: Path, previous: dict, seed: int, device, path: Path,

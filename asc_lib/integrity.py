@@ -7,7 +7,9 @@ and free disk checked before a large file is written.
   ``stat``). A mismatch is an :class:`IntegrityError` naming the file and the way out.
 - :func:`build_lock`: an exclusive ``fcntl.flock`` on ``.<name>.lock`` beside the artifact, held for the
   whole build. A second process waits, saying which process holds it; the lock dies with its process,
-  so a killed builder never blocks the next one.
+  so a killed builder never blocks the next one. A finished artifact (renamed into place whole, or marked
+  finished by a file written last) is read without it, so a read-only folder of finished caches can be
+  read; building in one is a clear error.
 - :func:`check_free` / :func:`reserve`: the bytes a memory-mapped build will write are checked, then
   reserved (``posix_fallocate``), before the first row is written: a full disk is then a clear error,
   not a ``SIGBUS`` from a page of the map that the file system cannot back.
@@ -28,6 +30,10 @@ from pathlib import Path
 
 class IntegrityError(RuntimeError):
     """A cached file whose bytes are not those recorded when it was written."""
+
+
+class NotWritableError(PermissionError):
+    """An artifact to build in a folder this process cannot write (say a class's shared, read-only cache)."""
 
 
 def file_hash(path) -> str:
@@ -82,10 +88,20 @@ def build_lock(target, what: str, timeout: float | None = None, poll: float = 0.
     """Hold the build lock of ``target`` (a file or folder, which need not exist) while the block runs.
 
     If another process holds it, say so on stderr (naming its PID and ``what``) and wait for it; with
-    ``timeout`` (seconds), give up after that long with a ``TimeoutError`` naming the holder."""
+    ``timeout`` (seconds), give up after that long with a ``TimeoutError`` naming the holder. In a folder this
+    process cannot write, a :class:`NotWritableError`: the caller is to build ``target`` there (a reader of a
+    finished artifact takes no lock)."""
     lock = lock_path(target)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        raise NotWritableError(f"{what}: {target} must be built, but this process cannot write in {lock.parent} "
+                               f"({err.strerror}): a finished one is read from a read-only folder, this one is "
+                               "missing or unfinished; make the folder writable, or set ASC_ARTIFACTS to a "
+                               "writable folder") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

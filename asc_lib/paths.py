@@ -34,8 +34,12 @@ def artifacts_dir(profile: str) -> Path:
 
 def results_dir(start: Path | None = None) -> Path:
     """Where chapters write their result tables: ``<repo>/book/results`` or ``./results`` (from ``start``,
-    default the working folder)."""
-    repo = repo_root(start)
-    path = repo / "book" / "results" if repo else Path(start or Path.cwd()) / "results"
+    default the working folder). ``ASC_RESULTS`` overrides it: the chapter runner sets it to its output
+    folder's ``results/``, so a chapter run into a folder never reads or writes a checkout's tables."""
+    if os.environ.get("ASC_RESULTS"):
+        path = Path(os.environ["ASC_RESULTS"])
+    else:
+        repo = repo_root(start)
+        path = repo / "book" / "results" if repo else Path(start or Path.cwd()) / "results"
     path.mkdir(parents=True, exist_ok=True)
     return path

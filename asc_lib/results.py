@@ -165,6 +165,49 @@ def less_with_more_data(acc: dict, conv: pd.DataFrame, passes: dict) -> list[str
     return out
 
 
+SEED_COLUMNS = ["system", "split", "seed", "accuracy"]
+
+
+def check_seeds(seeds: pd.DataFrame, source="the seed study (seeds.csv)") -> pd.DataFrame:
+    """``seeds`` (long: system, split, seed, accuracy, one row per line of ``source``), if it is whole: no
+    empty cell, one row per (system, split, seed), and every seed with every (system, split) that another
+    seed has. Otherwise a ``ValueError`` naming ``source``, the seed and the row: a seed short of a row
+    would move the means and the claims' margins silently, and drop claims from 3/3 to 2/3."""
+    missing = [c for c in SEED_COLUMNS if c not in seeds.columns]
+    if missing:
+        raise ValueError(f"{source}: no column(s) {missing}; expected the columns {', '.join(SEED_COLUMNS)}")
+    # line numbers: row i of the table is line i + 2 of its file (the header is line 1)
+    empty = np.flatnonzero(seeds[SEED_COLUMNS].isna().any(axis=1).to_numpy())
+    if len(empty):
+        row = seeds.iloc[empty[0]]
+        raise ValueError(f"{source}: line {empty[0] + 2} (seed {row.seed}, {row.system!r} at split {row.split}) "
+                         f"has no {', '.join(c for c in SEED_COLUMNS if pd.isna(row[c]))}")
+    key = ["system", "split", "seed"]
+    twice = seeds.duplicated(key, keep=False).to_numpy()
+    if twice.any():
+        row = seeds.iloc[np.flatnonzero(twice)[0]]
+        lines = [i + 2 for i in np.flatnonzero((seeds[key] == row[key]).all(axis=1).to_numpy())]
+        raise ValueError(f"{source}: seed {row.seed} has {len(lines)} rows for {row.system!r} at split {row.split} "
+                         f"(lines {', '.join(map(str, lines))}); a study has one per system, split and seed")
+    rows = list(dict.fromkeys(zip(seeds.system, seeds.split)))  # in the order of the file
+    have = {seed: set(zip(part.system, part.split)) for seed, part in seeds.groupby("seed", sort=True)}
+    for seed, mine in have.items():
+        lacks = [r for r in rows if r not in mine]
+        if lacks:
+            system, split = lacks[0]
+            others = [str(s) for s, theirs in have.items() if (system, split) in theirs]
+            who = f"seeds {', '.join(others)} have" if len(others) > 1 else f"seed {others[0]} has"
+            more = f" (and {len(lacks) - 1} more)" if len(lacks) > 1 else ""
+            raise ValueError(f"{source}: seed {seed} has no row for {system!r} at split {split}{more}, which {who}: "
+                             "a study needs every system and split on every seed (python bench/seeds.py)")
+    return seeds
+
+
+def read_seeds(path) -> pd.DataFrame:
+    """The seed study ``path`` (``seeds.csv``), checked whole by :func:`check_seeds`."""
+    return check_seeds(pd.read_csv(path), path)
+
+
 def _mean_over_splits(seeds: pd.DataFrame) -> pd.DataFrame:
     """``seeds`` (long: system, split, seed, accuracy) -> accuracy averaged over splits, (seed x system)."""
     return seeds.groupby(["seed", "system"]).accuracy.mean().unstack("system")
@@ -172,8 +215,9 @@ def _mean_over_splits(seeds: pd.DataFrame) -> pd.DataFrame:
 
 def claim_margins(seeds: pd.DataFrame) -> pd.DataFrame:
     """The margin (points) of every claim the Results chapter checks, on each seed (rows) of ``seeds``
-    (long format: system, split, seed, accuracy). A claim holds on a seed when its margin is > 0."""
-    m = _mean_over_splits(seeds)
+    (long format: system, split, seed, accuracy; checked whole, :func:`check_seeds`). A claim holds on a seed
+    when its margin is > 0."""
+    m = _mean_over_splits(check_seeds(seeds))
     at = lambda system, split: seeds[(seeds.system == system) & (seeds.split == split)].set_index("seed").accuracy
     small, large = seeds.split.min(), seeds.split.max()
     t = lambda n: m[f"teacher: {n}"]

@@ -17,7 +17,8 @@ margin_mean, margin_sd, holds``), then prints both.
 ``--keep`` adds seeds to an existing study (``--seeds 0 2 --keep`` runs seed 2 and keeps seed 1's rows):
 the existing ``seeds.csv``'s rows of the seeds not listed are kept only if its seed-0 rows equal this
 code's seed 0 (then its other seeds were trained by the same code on the same data, as far as a study can
-tell); otherwise it stops before training another seed. ``--seeds`` must start with 0.
+tell); otherwise it stops before training another seed. It stops before training anything when the file is
+not whole (a seed short of a row, a duplicated row, an empty cell). ``--seeds`` must start with 0.
 """
 
 from __future__ import annotations
@@ -88,7 +89,10 @@ def main():
         old_path = results_dir() / "seeds.csv"
         if not old_path.exists():
             parser.error(f"--keep: {old_path} does not exist: there is no study to add seeds to")
-        old = pd.read_csv(old_path)
+        try:
+            old = results.read_seeds(old_path)  # whole, before any training
+        except ValueError as err:
+            sys.exit(f"--keep: {err}")
     P = profiles.get_profile(args.profile)
     seed_everything(args.data_seed, threads=P.threads)
     dev = resolve_device(P.device)

@@ -3,6 +3,8 @@
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -135,3 +137,109 @@ def test_progress_bar_redraws_collapse_to_their_last_state():
                {"output_type": "stream", "name": "stderr", "text": "warning: x\n"}]
     merged = book.collapse_progress(outputs)
     assert [o["text"] for o in merged] == ["bar 3/3\n", "done\n", "warning: x\n"]
+
+
+ROOT = Path(book.__file__).resolve().parent.parent
+
+
+def test_into_inside_the_checkout_or_onto_a_file_is_refused(small_book, tmp_path_factory, monkeypatch, capsys):
+    """``--into chapters`` replaced a source chapter with its executed copy, and a folder inside the checkout
+    sent the run's tables up to book/results; ``--into README.md`` was a FileExistsError traceback."""
+    src = small_book / "chapters" / "01_tour.ipynb"
+    _chapter(src, "print('ran')")
+    source = src.read_bytes()
+    for inside in (small_book / "chapters", small_book / "rerun", small_book / "book"):
+        with pytest.raises(SystemExit, match=f"--into {inside}: inside the checkout {small_book}; choose a folder "
+                                             "outside the checkout"):
+            book.run(small_book, "ci", None, {}, into=inside)
+    assert src.read_bytes() == source and not (small_book / "rerun").exists() and not (small_book / "book").exists()
+    a_file = tmp_path_factory.mktemp("elsewhere") / "README.md"
+    a_file.write_text("# not a folder\n")
+    with pytest.raises(SystemExit, match=f"--into {a_file}: a file, not a folder"):
+        book.run(small_book, "ci", None, {}, into=a_file)
+    (small_book / "README.md").write_text("# the checkout's\n")
+    monkeypatch.chdir(small_book)
+    monkeypatch.setattr(book, "repo_root", lambda: small_book)
+    with pytest.raises(SystemExit):  # the command line: one line of error, no traceback
+        book.main(["run", "--into", "README.md"])
+    assert f"--into {small_book / 'README.md'}: a file, not a folder" in capsys.readouterr().err
+    assert (small_book / "README.md").read_text() == "# the checkout's\n"
+
+
+def test_a_run_into_a_folder_keeps_its_tables_there_even_inside_another_checkout(small_book, tmp_path_factory):
+    """results_dir() walked up from the --into folder to a checkout's book/results: the tables go to (and are
+    read from) the folder's own results/, and the published run still writes book/results."""
+    clone = tmp_path_factory.mktemp("clone")  # another checkout of the book
+    (clone / "_toc.yml").write_text("")
+    (clone / "asc_lib").mkdir()
+    _chapter(small_book / "chapters" / "01_save.ipynb",
+             "import pandas as pd\nfrom asc_lib import results\nresults.save(pd.DataFrame({'a': [x]}), 'table')")
+    _chapter(small_book / "chapters" / "02_read.ipynb",
+             "from asc_lib.paths import results_dir\nprint('reads', results_dir())")
+    into = clone / "rerun"
+    assert book.run(small_book, "ci", None, {"x": 7}, into=into) == 0
+    assert (into / "results" / "table.csv").read_text().splitlines() == [",a", "0,7"]
+    assert f"reads {into / 'results'}" in _outputs(into / "02_read.ipynb")
+    assert not (clone / "book").exists()
+    assert book.run(small_book, "ci", ["save"], {"x": 8}) == 0  # the published run: book/results as before
+    assert (small_book / "book" / "results" / "table.csv").read_text().splitlines() == [",a", "0,8"]
+
+
+def test_a_second_runner_into_the_same_folder_is_refused_while_the_first_runs(small_book, tmp_path_factory):
+    into = tmp_path_factory.mktemp("shared") / "out"
+    go = into.parent / "go"
+    _chapter(small_book / "chapters" / "01_wait.ipynb",
+             "import pathlib, time\npathlib.Path('started').touch()\ndeadline = time.time() + 30\n"
+             f"while not pathlib.Path({str(go)!r}).exists() and time.time() < deadline:\n    time.sleep(0.05)")
+    first = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; from asc_lib import book; "
+                              f"sys.exit(book.run(Path({str(small_book)!r}), 'ci', None, {{}}, "
+                              f"into=Path({str(into)!r})))"], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            if (into / "started").exists() or first.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert (into / "started").exists(), "the first runner did not start its chapter"
+        with pytest.raises(SystemExit, match=f"another runner \\(process {first.pid}\\) is executing chapters into "
+                                             f"{into}"):
+            book.run(small_book, "ci", None, {}, into=into)
+    finally:
+        go.touch()
+        assert first.wait(timeout=120) == 0
+    (into / "started").unlink()
+    assert book.run(small_book, "ci", None, {}, into=into) == 0  # the first runner's lock went with it
+
+
+def test_a_parameter_whose_default_is_none_is_checked_against_its_declared_type(small_book):
+    """``-p epochs abc`` (default None) passed the check and failed in a later cell with a TypeError."""
+    _chapter(small_book / "chapters" / "01_tour.ipynb", "print('ran')",
+             params="epochs = None\ntemperature = None\nsplits = None")
+    for name, value, expects in (("epochs", "abc", "an int or None"), ("epochs", 2.5, "an int or None"),
+                                 ("epochs", True, "an int or None"), ("temperature", "hot", "a float or None"),
+                                 ("splits", 5, "a list of ints or None"), ("splits", [5, "x"], "a list of ints")):
+        with pytest.raises(SystemExit, match=f"-p {name} .*01_tour.ipynb expects {expects} "):
+            book.run(small_book, "ci", None, {name: value})
+    assert not (small_book / "book").exists()  # refused before any chapter ran
+
+
+def test_every_chapter_parameter_has_a_type():
+    """A parameter whose default is None must have its type declared, or no -p value of it is checked."""
+    for path in book.chapters(ROOT):
+        for name, info in book.chapter_parameters(path).items():
+            assert book.parameter_type(name, info["default"]) is not None, f"{path.name}: {name}"
+
+
+def test_an_int_for_a_float_parameter_is_injected_as_a_float(small_book):
+    """``-p temperature 2`` and the profile's 2.0 were two run keys: the student chapter trained again."""
+    from dataclasses import asdict
+
+    from asc_lib import profiles
+
+    _chapter(small_book / "chapters" / "01_tour.ipynb", "print('got', repr(temperature), repr(lr), repr(splits))",
+             params="temperature = None\nlr = 0.5\nsplits = None")
+    assert book.run(small_book, "ci", None, {"temperature": 2, "lr": 1, "splits": (5, 100)}) == 0
+    assert "got 2.0 1.0 [5, 100]" in _outputs(small_book / "book" / "01_tour.ipynb")
+    student = ROOT / "chapters" / "05_student.ipynb"
+    typed = book.check_types({student: book.chapter_parameters(student)}, {"temperature": 2})[student]
+    P = profiles.get_profile("ci")
+    assert json.dumps(asdict(profiles.override(P.student, **typed))) == json.dumps(asdict(P.student))

@@ -1,5 +1,6 @@
 """Tests of asc_lib.data.cache: the decode-once, memory-mapped waveform cache."""
 
+import errno
 import subprocess
 import sys
 import textwrap
@@ -264,3 +265,59 @@ def test_a_rewritten_clip_is_decoded_again_and_stale_partial_builds_are_removed(
     again = np.asarray(waveform_cache(files, 16000, tmp_path / "cache", progress=False))
     assert not np.array_equal(again[0], first[0]) and np.array_equal(again[1:], first[1:])
     assert not any(f.exists() for f in left)
+
+
+def test_a_finished_cache_is_read_without_its_lock_or_any_write(clips, tmp_path, monkeypatch):
+    """A classroom's shared, read-only artifacts folder: even a pure read took the build lock (``OSError:
+    Read-only file system: .../.wave_16000_....npy.lock``). A finished, verified cache is read writing nothing."""
+    from asc_lib import checkpoints, profiles
+
+    first = np.array(waveform_cache(clips, 16000, tmp_path, progress=False))
+    # the small BEATs' checkpoints, as a finished pre-training leaves them (their record written last)
+    monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path / "artifacts"))
+    (tmp_path / "twin").mkdir()
+    (tmp_path / "twin" / "twin.json").write_text("{}")
+    P = profiles.get_profile("ci")
+
+    def pretrain(_profile, _twin, _seed, _device, paths, record):
+        record.parent.mkdir(parents=True)
+        for path in paths.values():
+            path.write_bytes(b"weights")
+        checkpoints._write_record(record, {"sl": []}, paths.values())
+
+    monkeypatch.setattr(checkpoints, "_small_beats", pretrain)
+    checkpoints.small_beats(P, tmp_path / "twin", seed=0, device="cpu")
+    for lock in tmp_path.rglob(".*.lock"):
+        lock.unlink()
+    files = lambda: {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    before = files()
+    monkeypatch.setattr(cache, "load_wav", Counter(fail_at=1))  # any decode would raise
+    monkeypatch.setattr(checkpoints, "_small_beats", None)  # any pre-training too
+    for folder in [tmp_path, *tmp_path.rglob("*")]:
+        if folder.is_dir():
+            folder.chmod(0o555)  # read-only for any user but root (what follows holds for root too)
+    try:
+        got = waveform_cache(clips, 16000, tmp_path, progress=False)
+        beats = checkpoints.small_beats(P, tmp_path / "twin", seed=0, device="cpu")
+    finally:
+        for folder in [tmp_path, *tmp_path.rglob("*")]:
+            if folder.is_dir():
+                folder.chmod(0o755)
+    assert np.array_equal(first, got) and beats["history"] == {"sl": []}
+    assert files() == before  # no lock file made, nothing rewritten
+
+
+def test_a_cache_to_build_in_a_read_only_folder_is_a_clear_error(clips, tmp_path, monkeypatch):
+    """A cache that is missing (or unfinished) cannot be built in a read-only folder: the error names the
+    cache and the folder and says what to do, instead of ``OSError: Read-only file system: ...lock``."""
+    real = os.open
+
+    def read_only(path, flags, *args):
+        if flags & (os.O_CREAT | os.O_WRONLY | os.O_RDWR):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(OSError, match=f"waveform cache: {tmp_path}/wave_16000_[0-9a-f]+.npy must be built, but this "
+                                      f"process cannot write in {tmp_path} \\(Read-only file system\\).*ASC_ARTIFACTS"):
+        waveform_cache(clips, 16000, tmp_path, progress=False)

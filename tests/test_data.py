@@ -261,3 +261,11 @@ def test_a_rewritten_clip_changes_the_data_id_and_a_moved_folder_keeps_it(twin, 
     clip.write_bytes(bytes(data))
     os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the old modification time
     assert tau.data_id(moved, memo) != before
+
+
+def test_a_finished_twin_is_reused_without_taking_its_lock(twin):
+    """A read-only artifacts folder holds a finished twin: reading it must not create the build lock."""
+    lock = twin.with_name(f".{twin.name}.lock")
+    lock.unlink(missing_ok=True)
+    assert make_synthetic_tau(twin, size="tiny", seed=0, progress=False) == twin
+    assert not lock.exists()

@@ -242,6 +242,46 @@ def test_a_claim_holds_only_when_it_holds_on_every_seed():
     assert int8.margin_mean == pytest.approx(0.5) and int8.holds
 
 
+
+def test_a_seed_study_missing_a_row_or_with_a_duplicate_or_an_empty_cell_is_refused(tmp_path):
+    """One seed-1 row removed moved a mean and a claim's margin; seed 2 cut to one row dropped claims to 2/3;
+    a duplicated row was pandas' "non-unique multi-index". Each is refused, naming the file, the seed and the
+    row: by the Results chapter's claims table, and by ``bench/seeds.py --keep`` before it trains anything."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from asc_lib import results
+
+    whole = _seeds_table([6, 6, 6])  # 3 seeds x 2 splits x 9 systems, in that order
+    one_less = whole.drop(index=whole.index[(whole.seed == 1) & (whole.system == "teacher: SSL+SL")
+                                            & (whole.split == 100)])
+    seed2_one_row = pd.concat([whole[whole.seed != 2], whole[whole.seed == 2].head(1)])
+    duplicated = pd.concat([whole, whole.iloc[[3]]])  # seed 0's SSL+SL at 5 % again, as the last line
+    empty = whole.assign(accuracy=whole.accuracy.where(whole.index != 20))  # seed 1's SSL at 5 %
+    study = tmp_path / "results" / "seeds.csv"
+    study.parent.mkdir()
+    for table, says in (
+            (one_less, r"seed 1 has no row for 'teacher: SSL\+SL' at split 100, which seeds 0, 2 have"),
+            (seed2_one_row,
+             r"seed 2 has no row for 'teacher: SSL\*' at split 5 \(and 16 more\), which seeds 0, 1 have"),
+            (duplicated, r"seed 0 has 2 rows for 'teacher: SSL\+SL' at split 5 \(lines 5, 56\)"),
+            (empty, r"line 22 \(seed 1, 'teacher: SSL' at split 5\) has no accuracy")):
+        table.to_csv(study, index=False)
+        with pytest.raises(ValueError, match=f"{study}: {says}"):
+            results.read_seeds(study)
+        with pytest.raises(ValueError, match=says):  # the Results chapter: claims_table of the table it read
+            results.claims_table(pd.read_csv(study))
+    keep = subprocess.run([sys.executable, str(Path(__file__).resolve().parent.parent / "bench" / "seeds.py"),
+                           "--seeds", "0", "3", "--keep"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "ASC_ARTIFACTS": str(tmp_path / "artifacts")})
+    assert keep.returncode != 0
+    assert f"--keep: {study}: line 22 (seed 1, 'teacher: SSL' at split 5) has no accuracy" in keep.stderr
+    assert not (tmp_path / "artifacts").exists()  # refused before it prepared anything
+    whole.to_csv(study, index=False)
+    pd.testing.assert_frame_equal(results.claims_table(results.read_seeds(study)), results.claims_table(whole))
+
 def test_verdicts_say_when_the_test_set_cannot_tell():
     from asc_lib import results
 

@@ -12,7 +12,9 @@ marked done is on disk). When every row is done the partial file is renamed to `
 exception, Ctrl-C, a killed kernel) picks up at the next call where the mask says it stopped. A build
 that starts deletes the partial files of every other build in its folder that no process is running:
 they would never be resumed. One process builds a cache at a time (:func:`asc_lib.integrity.build_lock`:
-a second one waits, then reuses it); the bytes are reserved on disk before the first row is written.
+a second one waits, then reuses it); the bytes are reserved on disk before the first row is written. A
+finished cache is read without the lock and without writing anything, so a read-only folder of finished
+caches (a class's shared one) can be read.
 
 The hash of the finished file's bytes is written beside it (``<name>.json``) before the rename, and a
 reader checks it once per process: a cache whose bytes changed is an error naming it, never used.
@@ -20,6 +22,7 @@ reader checks it once per process: a cache whose bytes changed is an error namin
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
@@ -126,11 +129,15 @@ def content_hashes(files: list[Path], memo: Path | None = None) -> list[str]:
             changed = True
         out.append(entry[4])
     if memo is not None and changed:
-        memo.parent.mkdir(parents=True, exist_ok=True)
         # a name of this process's own: builders running at once each replace the memo whole
         tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, memo)
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(known))
+            os.replace(tmp, memo)
+        except OSError as err:  # a read-only folder: the memo only saves time
+            if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
     return out
 
 
@@ -186,9 +193,9 @@ def waveform_cache(files: list[Path], sr: int, cache_dir: Path, *, source_sr: in
     the rows equal ``Resampler(source_sr, sr)(load_wav(f))``.
 
     The file is ``cache_dir/wave_{sr}_{key[:16]}.npy`` with ``key = cache_key(...)``; if it exists it
-    is opened without decoding anything. Otherwise clips are decoded ``chunk`` at a time, resampled
-    as one batch, and written into the partial file; see the module docstring for how an
-    interrupted build resumes. Raises :class:`AudioFormatError` on the first bad clip (the rows
+    is opened without decoding anything (or taking the build lock). Otherwise clips are decoded ``chunk``
+    at a time, resampled as one batch, and written into the partial file; see the module docstring for
+    how an interrupted build resumes. Raises :class:`AudioFormatError` on the first bad clip (the rows
     before it are kept for the next call).
     """
     files = [Path(f) for f in files]
@@ -205,8 +212,11 @@ def waveform_cache(files: list[Path], sr: int, cache_dir: Path, *, source_sr: in
     mask = cache_dir / f"{name}.done.npy"
     shape = (len(files), round(sr * seconds))
 
+    out = _reuse(final, shape, progress)  # finished: read without the lock (renamed into place whole)
+    if out is not None:
+        return out
     with build_lock(final, "waveform cache"):
-        out = _reuse(final, shape, progress)
+        out = _reuse(final, shape, progress)  # finished by another process while this one waited
         if out is not None:
             mask.unlink(missing_ok=True)  # left behind if a build was killed right after its rename
             return out

@@ -416,16 +416,22 @@ def make_synthetic_tau(root: Path, size: str = "ci", seed: int = 0, workers: int
     """
     root = Path(root)
     manifest = {"twin_version": TWIN_VERSION, "size": size, **asdict(TWIN_SIZES[size]), "seed": seed}
-    with build_lock(root, "synthetic TAU22 twin"):  # a second process waits, then reuses it
-        return _make_twin(root, manifest, size, seed, workers, progress)
+    if not _is_twin(root, manifest):  # this twin, renamed into place whole, is read without the lock
+        with build_lock(root, "synthetic TAU22 twin"):  # a second process waits, then reuses it
+            if not _is_twin(root, manifest):
+                return _make_twin(root, manifest, size, seed, workers, progress)
+    # messages about cached work go to stderr: a fresh and a cached run print the same stdout
+    print(f"synthetic TAU22 twin: reusing {root}", file=sys.stderr)
+    return root
+
+
+def _is_twin(root: Path, manifest: dict) -> bool:
+    """Whether ``root`` holds this very twin (its ``twin.json`` is ``manifest``)."""
+    return (root / "twin.json").is_file() and json.loads((root / "twin.json").read_text()) == manifest
 
 
 def _make_twin(root: Path, manifest: dict, size: str, seed: int, workers: int, progress: bool) -> Path:
     if (root / "twin.json").is_file():
-        if json.loads((root / "twin.json").read_text()) == manifest:
-            # messages about cached work go to stderr: a fresh and a cached run print the same stdout
-            print(f"synthetic TAU22 twin: reusing {root}", file=sys.stderr)
-            return root
         shutil.rmtree(root)  # an older twin or another seed: rebuild
     elif root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} exists and is not a synthetic twin (no twin.json): refusing to overwrite it")

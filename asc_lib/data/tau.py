@@ -179,11 +179,12 @@ def write_cut(root: Path, dest: Path, clips_per_recording: int) -> Path:
     validation recording per scene to hold out. The audio files are hard-linked (copied across file
     systems). Written atomically, by one process at a time; an existing ``dest`` is reused."""
     root, dest = Path(root), Path(dest)
-    with build_lock(dest, "TAU22 cut"):
-        if (dest / "meta.csv").is_file():
-            return dest
-        remove_partials(dest)
-        return _write_cut(root, dest, clips_per_recording)
+    if not (dest / "meta.csv").is_file():  # a finished cut (renamed into place whole) is read without the lock
+        with build_lock(dest, "TAU22 cut"):
+            if not (dest / "meta.csv").is_file():
+                remove_partials(dest)
+                return _write_cut(root, dest, clips_per_recording)
+    return dest
 
 
 def _write_cut(root: Path, dest: Path, clips_per_recording: int) -> Path:
