@@ -1,7 +1,8 @@
 """asc_lib: the library behind the replication book of Cai, Li & Shao (DCASE 2024).
 
 Chapters teach; this package computes. One module per idea:
-profiles (settings), repro (seeding), data (datasets), features, models, train, metrics, plots,
+profiles (settings), repro (seeding), data (datasets), features, models, train, runs (a run's folder,
+manifest and lock), teachers, views and distill (the student), metrics, results, plots,
 book (execute the chapters and build the book).
 """
 

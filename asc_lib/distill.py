@@ -15,6 +15,7 @@ under ``artifacts/<profile>/students/``. Teacher logits are read through the tea
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -30,7 +31,7 @@ from .data import SCENES
 from .data.dataset import data_key, device_ids, labels, rows
 from .data.synthetic import impulse_responses
 from .features import student_logmel
-from .integrity import build_lock, verify
+from .integrity import verify
 from .complexity import param_bytes
 from .metrics import macro_accuracy
 from .models.tfsepnet import TFSepNet
@@ -38,8 +39,8 @@ from .quantize import cpu_speed, int8_param_bytes, logits as int8_logits, quanti
 from .profiles import StudentSettings
 from .data.tau import read_split
 from .profiles import TeacherSettings
-from .teachers import (TEACHERS, _scores, completed, ensemble_logits, ensemble_name, hold_out_recordings, run_folder,
-                       write_manifest)
+from .runs import claim, run_folder, scores, write_manifest
+from .teachers import TEACHERS, ensemble_logits, ensemble_name, hold_out_recordings
 from .teachers import run_all as run_all_teachers
 from .train import predict_logits, train, with_passes
 
@@ -68,6 +69,17 @@ def distill_loss(student_logits, y_a, y_b, lam: float, teacher_a=None, teacher_b
     return kd_lambda * ce + (1 - kd_lambda) * kd
 
 
+def _check_settings(settings: StudentSettings) -> None:
+    """Refuse a temperature or a ``kd_lambda`` out of its range before anything trains: at T = 0 every
+    loss is NaN (the run would stop at its first step, after its teachers were trained)."""
+    if not (settings.temperature > 0 and math.isfinite(settings.temperature)):
+        raise ValueError(f"student settings: temperature (T of the distillation) must be a finite number > 0, "
+                         f"got {settings.temperature!r}")
+    if not 0 <= settings.kd_lambda <= 1:
+        raise ValueError(f"student settings: kd_lambda (the weight of the label term) must be within [0, 1], "
+                         f"got {settings.kd_lambda!r}")
+
+
 def logmel_all(waves, n_mels: int, batch: int = 256) -> torch.Tensor:
     """Student log-mels (N, 1, n_mels, frames) float32 of 32 kHz ``waves`` (N, T), no augmentation."""
     return torch.cat([student_logmel(torch.from_numpy(np.array(waves[i:i + batch], dtype=np.float32)),
@@ -91,6 +103,7 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
 
     ``progress``: a progress bar and a line per epoch on stdout; ``False`` trains quietly, so that a
     checked chapter cell prints the same text whether it trained or reused the run."""
+    _check_settings(settings)
     if settings.cache_features and settings.dir_p > 0:
         raise ValueError("cache_features trains on precomputed log-mels: DIR (a waveform augmentation) "
                          f"cannot run, set dir_p=0 (got {settings.dir_p})")
@@ -104,8 +117,7 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
     config = {"teacher": name, "teachers": teacher_keys, "logits": logits, "split": split, "settings": asdict(settings),
               "data": data_key(root, profile), "seed": seed, "version": [__version__, STUDENT_VERSION]}
     folder, key = run_folder("students", name, split, config, profile)
-    with build_lock(folder, f"student {name} on split {split}"):  # one process trains a run
-        done = completed(folder, "students", name, split)
+    with claim(folder, "students", name, split) as done:  # one process trains a run
         if done:
             return done
         t0 = time.perf_counter()
@@ -157,7 +169,7 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
         manifest = {"student": "TF-SepNet", "teacher": name, "split": split, "config": config, "key": key,
                     "code_version": f"asc_lib {__version__}, distill v{STUDENT_VERSION}",
                     "test_files": test_part.filename.tolist(), "best_epoch": out["best_epoch"],
-                    "test": _scores(y_test, test, device_ids(test_part)), "history": out["history"],
+                    "test": scores(y_test, test, device_ids(test_part)), "history": out["history"],
                     "seconds": time.perf_counter() - t0}
         done = write_manifest(folder, manifest, ["model.pt", "test_logits.npy"])
         (folder / "last.pt").unlink(missing_ok=True)  # resume state, of no use once the run is complete
@@ -170,6 +182,7 @@ def run_all(splits, *, meta: pd.DataFrame, root: Path, test_part: pd.DataFrame, 
     """Every student of :data:`STUDENTS` on every split, with the teachers they need (trained or reused
     through :func:`asc_lib.teachers.run_all`): ``({(student, split): manifest}, {(teacher, split): manifest})``
     where a student is named by its teacher (``"scratch"`` or an ensemble name)."""
+    _check_settings(settings)  # at once, not after the teachers
     teacher_runs = run_all_teachers(splits, meta=meta, root=root, test_part=test_part, w16=w16,
                                     checkpoints=checkpoints, settings=teacher_settings, profile=profile, seed=seed,
                                     device=device, strategies=TEACHERS, progress=progress)

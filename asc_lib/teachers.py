@@ -25,16 +25,12 @@ A run (:func:`run_teacher`) writes into its own folder under ``artifacts/<profil
 augmentation: the student's targets), ``test_logits.npy`` and, last, ``manifest.json`` (teacher, split,
 configuration, code version, clip names in row order, metrics, history and the content hash of each of
 those files, which readers check). A folder with a manifest is complete and is reused. One process trains
-a run at a time (:func:`asc_lib.integrity.build_lock`); a second waits for it, then reuses the run.
+a run at a time; a second waits for it, then reuses the run (:mod:`asc_lib.runs` keeps these books).
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
-import os
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -47,17 +43,16 @@ from torch import nn
 
 from . import __version__
 from .augment import dir_augment, freq_mixstyle, mixup, mixup_loss, spec_augment
-from .data import DEVICES, SCENES
-from .data.cache import content_hashes
+from .data import SCENES
 from .data.dataset import data_key, device_ids, labels, rows
 from .data.synthetic import impulse_responses
 from .data.tau import read_split
 from .features import beats_fbank
-from .integrity import build_lock, hashes, verify
-from .metrics import class_accuracy, group_accuracy, macro_accuracy
+from .integrity import verify
+from .metrics import macro_accuracy
 from .models.beats import BEATs, load_beats_checkpoint
-from .paths import artifacts_dir
 from .profiles import TeacherSettings
+from .runs import checkpoint_ids, claim, run_folder, scores, write_manifest
 from .train import Recipe, predict_logits, train, with_passes
 
 TEACHER_VERSION = 4  # bump when a run's results would change
@@ -169,13 +164,6 @@ def fbank_all(waves, batch: int = 512) -> torch.Tensor:
                       for i in range(0, len(waves), batch)])
 
 
-def _scores(y, logits, devices) -> dict:
-    pred = logits.argmax(1)
-    return {"macro": 100 * macro_accuracy(y, pred, len(SCENES)),
-            "class": dict(zip(SCENES, (100 * class_accuracy(y, pred, len(SCENES))).tolist())),
-            "device": {DEVICES[d]: 100 * a for d, a in group_accuracy(y, pred, devices, len(SCENES)).items()}}
-
-
 class TeacherInputs:
     """What the teachers see of the clips (rows of ``meta``, 16 kHz ``w16``) without augmentation, shared
     by all runs: BEATs fbanks and, for the frozen SSL* encoder, its last-layer tokens. With ``cache``
@@ -209,55 +197,6 @@ class TeacherInputs:
         return self._tokens[key]
 
 
-def checkpoint_ids(checkpoints: dict, profile: str) -> dict:
-    """``{key: (file name, hash of its bytes)}``: other weights under the same name and size make another
-    run. The hashes are remembered per (size, times, inode) in ``artifacts/<profile>/checkpoint_hashes.json``."""
-    paths = [Path(v) for v in checkpoints.values()]
-    hashes = content_hashes(paths, memo=artifacts_dir(profile) / "checkpoint_hashes.json")
-    return {k: (p.name, h) for k, p, h in zip(checkpoints, paths, hashes)}
-
-
-def run_folder(kind: str, name: str, split: int, config: dict, profile: str) -> tuple[Path, str]:
-    """The cache folder of one run, ``artifacts/<profile>/<kind>/<name>-split<N>-<key>`` with ``key`` a
-    hash of ``config`` (everything that makes the run): ``(folder, key)``."""
-    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    slug = name.replace("*", "star").replace(" + ", "-").replace("+", "_").replace(" ", "-")
-    return artifacts_dir(profile) / kind / f"{slug}-split{split}-{key}", key
-
-
-def completed(folder: Path, kind: str, name: str, split: int) -> dict | None:
-    """The manifest of the run in ``folder`` when it is complete, else None (the folder made ready for
-    training). Call it holding the run's :func:`~asc_lib.integrity.build_lock`."""
-    if (folder / "manifest.json").is_file():
-        print(f"{kind}: {name} on split {split}: reusing {folder}", file=sys.stderr)
-        return read_manifest(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    return None
-
-
-def read_manifest(folder: Path) -> dict:
-    """``folder/manifest.json`` with ``"folder"``: where it was found (the file holds no path, so an
-    artifacts folder can move). A damaged one is an error naming it and the way out."""
-    path = folder / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, OSError) as err:  # written atomically: damaged after the run, not by it
-        raise RuntimeError(f"{path}: cannot read this run's manifest ({type(err).__name__}: {err}); "
-                           f"delete {folder} to train this run again") from err
-    return {**manifest, "folder": str(folder)}
-
-
-def write_manifest(folder: Path, manifest: dict, files=()) -> dict:
-    """Write ``folder/manifest.json`` atomically, last: it marks the run complete, and records the content
-    hash of each of ``files`` (names in ``folder``), which readers check. Returns it as read back."""
-    path = folder / "manifest.json"
-    tmp = path.with_suffix(".tmp")
-    manifest = {**{k: v for k, v in manifest.items() if k != "folder"}, "files": hashes(folder, files)}
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, path)
-    return read_manifest(folder)
-
-
 def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd.DataFrame,
                 test_part: pd.DataFrame, w16, checkpoints: dict, settings: TeacherSettings, root: Path,
                 profile: str, seed: int, device, inputs: TeacherInputs | None = None,
@@ -267,8 +206,7 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
               "checkpoints": checkpoint_ids(checkpoints, profile),
               "data": data_key(root, profile), "seed": seed, "version": [__version__, TEACHER_VERSION]}
     folder, key = run_folder("teachers", strategy, split, config, profile)
-    with build_lock(folder, f"teacher {strategy} on split {split}"):  # one process trains a run
-        done = completed(folder, "teachers", strategy, split)
+    with claim(folder, "teachers", strategy, split) as done:  # one process trains a run
         if done:
             return done
         t0 = time.perf_counter()
@@ -347,7 +285,7 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
                     "test_files": test_part.filename.tolist(), "val_recordings": sorted(val_part.recording.unique()),
                     "monitored_test_clips": len(mon), "best_epoch": best,
                     "test_selected_epoch": int(np.argmax([h["test_acc"] for h in history])) + 1,
-                    "test": _scores(y_test, test, device_ids(test_part)),
+                    "test": scores(y_test, test, device_ids(test_part)),
                     "val_selected_test_acc": history[best - 1]["test_acc"],
                     "test_selected_test_acc": max(h["test_acc"] for h in history),
                     "history": history, "seconds": time.perf_counter() - t0,

@@ -4,7 +4,10 @@
 learning-rate schedule (:func:`lr_at`), the batch order, bf16 autocast on CUDA, DDP under
 ``torchrun``, per-epoch evaluation with best-epoch selection, and resumable checkpoints. What a
 step computes is the caller's ``step_loss(net, idx, generator)``: it gets the indices of its
-training examples and returns a scalar loss, so the loop never sees the data.
+training examples and returns a scalar loss, so the loop never sees the data. A loss that is not
+finite stops the run. The loop's steps are functions of their own: one epoch (:func:`_train_epoch`),
+evaluation and selection (:func:`_evaluate`, :func:`_select`), checkpointing (:func:`_save`,
+:func:`_resume`).
 
 :func:`fit` and :func:`predict` are the Quick tour's small front ends (in-memory tensors,
 cross-entropy); :func:`predict_logits` runs a model over ``n`` examples in order.
@@ -21,7 +24,7 @@ import os
 import pickle
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +63,11 @@ class Recipe:
     amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"Recipe: epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Recipe: {name} must be >= 1, got {getattr(self, name)!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):  # 0 trains nothing; NaN and inf ruin every weight
+            raise ValueError(f"Recipe: lr (the learning rate) must be a finite number > 0, got {self.lr!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"Recipe: optimizer {self.optimizer!r} is not one of {sorted(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
@@ -201,19 +207,9 @@ def _fmt(v) -> str:
 
 # ------------------------------------------------------------------------------------- train
 
-def train(model: nn.Module, step_loss, n_train: int, recipe: Recipe, *, device, seed: int, **kwargs) -> dict:
-    """Train ``model`` with :func:`_train` (see there), the run owning its randomness: torch's global
-    generators (dropout draws from them) are seeded from ``seed`` and the rank for the run and restored
-    afterwards, so a run gives the same result whatever ran before it in the process."""
-    cuda = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(_augment_seed(seed, -1 - _dist()[0]))  # -1 - rank: not any rank's augment seed
-        return _train(model, step_loss, n_train, recipe, device=device, seed=seed, **kwargs)
-
-
-def _train(model: nn.Module, step_loss, n_train: int, recipe: Recipe, *, device, seed: int,
-           evaluate=None, select: str | None = None, mode: str = "max", workdir: Path | None = None, key: str = "",
-           params=None, desc: str = "training", log=print, progress: bool = True) -> dict:
+def train(model: nn.Module, step_loss, n_train: int, recipe: Recipe, *, device, seed: int, evaluate=None,
+          select: str | None = None, mode: str = "max", workdir: Path | None = None, key: str = "", params=None,
+          desc: str = "training", log=print, progress: bool = True) -> dict:
     """Train ``model`` in place on ``n_train`` examples with ``recipe``; return its history.
 
     Every step draws a batch of B indices (shuffled by a CPU generator seeded with ``seed``, the
@@ -224,7 +220,11 @@ def _train(model: nn.Module, step_loss, n_train: int, recipe: Recipe, *, device,
     ``recipe.amp`` the call runs under bf16 autocast. Then backward, optimiser step (``params``,
     default every parameter of ``model`` that requires grad) and scheduler step (:func:`lr_at`,
     stepped per batch). Under DDP a batch with fewer than ``world`` examples is skipped (the
-    scheduler still steps).
+    scheduler still steps). A NaN or infinite loss stops the run before it reaches the weights: a
+    ``FloatingPointError`` names the run (``desc``, ``key``), the epoch and the step, and the run's
+    checkpoint is deleted. The run owns its randomness: torch's global generators (dropout draws from
+    them) are seeded from ``seed`` and the rank, and restored afterwards, so a run gives the same
+    result whatever ran before it in the process.
 
     After each epoch ``evaluate(model) -> {name: float}`` (if given) runs on the plain model in
     eval mode under ``no_grad`` on every rank (rank 0's values are broadcast and kept). The history
@@ -248,9 +248,50 @@ def _train(model: nn.Module, step_loss, n_train: int, recipe: Recipe, *, device,
         raise ValueError(f"train: select={select!r} needs an evaluate function")
     if mode not in ("max", "min"):
         raise ValueError(f"train: mode must be 'max' or 'min', got {mode!r}")
-    sign = 1 if mode == "max" else -1
     if n_train < world:
         raise ValueError(f"train: {n_train} training examples for {world} processes")
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(_augment_seed(seed, -1 - rank))  # -1 - rank: not any rank's augment seed
+        run = _start(model, n_train, recipe, device=device, seed=seed, key=key, desc=desc, params=params,
+                     workdir=workdir)
+        if run.checkpoint is not None and run.checkpoint.exists():
+            _resume(run)
+        _epochs(run, step_loss, evaluate, select, 1 if mode == "max" else -1, log, progress)
+        if run.best_state is not None:  # else the last epoch is the best, and the model holds it
+            model.load_state_dict(run.best_state)
+        model.eval()
+        return {"history": run.history, "best_epoch": run.best_epoch, "best": run.history[run.best_epoch - 1]}
+
+
+@dataclass
+class _Run:
+    """A run of :func:`train`: what it trains with, and the state it carries from epoch to epoch (what its
+    checkpoint holds)."""
+
+    desc: str
+    key: str
+    recipe: Recipe
+    n_train: int
+    device: torch.device
+    rank: int
+    world: int
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    spe: int  # steps per epoch
+    order: torch.Generator  # batch order: the same on every rank
+    aug: torch.Generator  # augmentation: this rank's own
+    fingerprint: str
+    checkpoint: Path | None  # workdir/last.pt
+    carry: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # drawn, not used yet
+    history: list = field(default_factory=list)
+    best_epoch: int | None = None
+    best_state: dict | None = None  # the best epoch's weights (None: the last epoch's, which the model holds)
+
+
+def _start(model, n_train, recipe, *, device, seed, key, desc, params, workdir) -> _Run:
+    """A fresh run: ``model`` on ``device``, its optimiser and schedule, its generators."""
+    rank, world = _dist()
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad] if params is None else list(params)
     # fused: one kernel of torch's own (IEEE sqrt), where the default for-each path calls MKL's vsSqrt,
@@ -259,109 +300,143 @@ def _train(model: nn.Module, step_loss, n_train: int, recipe: Recipe, *, device,
                                        weight_decay=recipe.weight_decay)
     spe = recipe.steps_per_epoch or math.ceil(n_train / recipe.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(recipe, s, spe))
-    order = torch.Generator().manual_seed(seed)  # batch order: the same on every rank
-    aug = torch.Generator().manual_seed(_augment_seed(seed, rank))
-    carry = torch.zeros(0, dtype=torch.long)  # indices drawn but not used yet (fixed steps_per_epoch)
-    history, best_epoch, best_state = [], None, None
-    fingerprint = _fingerprint(recipe, n_train, seed, key)
-    path = Path(workdir) / "last.pt" if workdir is not None else None
+    return _Run(desc, key, recipe, n_train, device, rank, world, model, opt, sched, spe,
+                order=torch.Generator().manual_seed(seed), aug=torch.Generator().manual_seed(_augment_seed(seed, rank)),
+                fingerprint=_fingerprint(recipe, n_train, seed, key),
+                checkpoint=Path(workdir) / "last.pt" if workdir is not None else None)
 
-    def say(msg):  # resume notes: stderr, rank 0
-        if rank == 0:
-            print(msg, file=sys.stderr)
 
-    if path is not None and path.exists():
-        ck = _load(path)
-        if ck["fingerprint"] != fingerprint:
-            say(f"{path}: a checkpoint of another run (fingerprint {ck['fingerprint']} != {fingerprint}); "
-                "starting afresh and overwriting it")
-        else:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            order.set_state(ck["order"])
-            carry = ck["carry"]
-            if rank < len(ck["rng"]):
-                _set_rng_state(ck["rng"][rank], aug)
-            history, best_epoch, best_state = ck["history"], ck["best_epoch"], ck["best_state"]
-            say(f"{path}: resuming after epoch {len(history)}/{recipe.epochs}")
-    start = len(history)
-
-    def finish():
-        if best_state is not None:  # else the last epoch is the best, and the model holds it
-            model.load_state_dict(best_state)
-        model.eval()
-        return {"history": history, "best_epoch": best_epoch, "best": history[best_epoch - 1]}
-
-    if start >= recipe.epochs:
-        return finish()
-
-    net = model
-    if world > 1:  # DDP's constructor is a collective: every rank has loaded the checkpoint by then
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-    use_amp = recipe.amp and bf16_autocast(device)
-    t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
-    bar = tqdm(total=recipe.epochs * spe, initial=start * spe, desc=desc, unit="step",
-               disable=not progress or rank != 0)
-    for epoch in range(start, recipe.epochs):
-        batches, carry = _epoch_batches(n_train, recipe, order, carry)
-        model.train()
-        stats = torch.zeros(2, dtype=torch.float64, device=device)  # sum of loss * b, examples
-        for batch in batches:
-            if len(batch) < world:  # too small to split: skipped by every rank
-                sched.step()
-                bar.update()
-                continue
-            idx = batch[rank::world]  # this rank's share (b,)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                loss = step_loss(net, idx, aug)
-            model.zero_grad(set_to_none=True)  # all of them: frozen ones too, if they got grads
-            loss.backward()
-            opt.step()
-            sched.step()
-            stats[0] += loss.detach().double() * len(idx)
-            stats[1] += len(idx)
-            bar.update()
-        if world > 1:  # on the model's device: NCCL reduces only CUDA tensors
-            dist.all_reduce(stats)
-        metrics = {}
-        if evaluate is not None:
-            model.eval()
-            with torch.no_grad():
-                metrics = {k: float(v) for k, v in evaluate(model).items()}
-            if world > 1:  # every rank keeps rank 0's values: they pick the same best epoch
-                box = [metrics]
-                dist.broadcast_object_list(box, src=0)
-                metrics = box[0]
-        last_lr = opt.param_groups[0]["initial_lr"] * lr_at(recipe, (epoch + 1) * spe - 1, spe)
-        row = {"epoch": epoch + 1, "loss": (stats[0] / stats[1].clamp(min=1)).item(),
-               "lr": last_lr, "seconds": time.perf_counter() - t0, **metrics}
-        history.append(row)
-        if select is None:
-            best_epoch = epoch + 1
-        elif best_epoch is None or sign * row[select] > sign * history[best_epoch - 1][select]:
-            best_epoch, best_state = epoch + 1, _cpu_state(model)
+def _epochs(run: _Run, step_loss, evaluate, select, sign: int, log, progress: bool) -> None:
+    """Every epoch ``run`` has not trained yet: trained, evaluated, the best kept, logged, checkpointed."""
+    start, epochs = len(run.history), run.recipe.epochs
+    if start >= epochs:
+        return
+    net = run.model
+    if run.world > 1:  # DDP's constructor is a collective: every rank has loaded the checkpoint by then
+        net = nn.parallel.DistributedDataParallel(run.model, broadcast_buffers=False,
+                                                  device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    t0 = time.perf_counter() - (run.history[-1]["seconds"] if run.history else 0.0)
+    bar = tqdm(total=epochs * run.spe, initial=start * run.spe, desc=run.desc, unit="step",
+               disable=not progress or run.rank != 0)
+    for epoch in range(start, epochs):
+        loss = _train_epoch(run, net, step_loss, epoch, bar)
+        metrics = _evaluate(run, evaluate)
+        row = _select(run, epoch, loss, time.perf_counter() - t0, metrics, select, sign)
         bar.set_postfix(loss=f"{row['loss']:.3f}")
-        if rank == 0 and log is not None:
+        if run.rank == 0 and log is not None:
             extra = "".join(f"  {k} {_fmt(v)}" for k, v in metrics.items())
-            log(f"epoch {epoch + 1}/{recipe.epochs}  loss {row['loss']:.3f}  lr {row['lr']:.1e}{extra}  "
+            log(f"epoch {epoch + 1}/{epochs}  loss {row['loss']:.3f}  lr {row['lr']:.1e}{extra}  "
                 f"{row['seconds']:.0f} s")
-        if path is not None:
-            rngs = [_rng_state(aug)]
-            if world > 1:
-                rngs = [None] * world
-                dist.all_gather_object(rngs, _rng_state(aug))
-            if rank == 0:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(path.name + ".tmp")
-                torch.save({"fingerprint": fingerprint, "model": model.state_dict(),
-                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                            "order": order.get_state(), "carry": carry, "rng": rngs, "history": history,
-                            "best_epoch": best_epoch, "best_state": best_state}, tmp)
-                os.replace(tmp, path)
+        if run.checkpoint is not None:
+            _save(run)
     bar.close()
-    return finish()
+
+
+def _train_epoch(run: _Run, net: nn.Module, step_loss, epoch: int, bar) -> float:
+    """Train epoch ``epoch`` (0-based); return its loss, the mean over its examples (all ranks)."""
+    batches, run.carry = _epoch_batches(run.n_train, run.recipe, run.order, run.carry)
+    run.model.train()
+    use_amp = run.recipe.amp and bf16_autocast(run.device)
+    stats = torch.zeros(2, dtype=torch.float64, device=run.device)  # sum of loss * b, examples
+    for step, batch in enumerate(batches, 1):
+        if len(batch) < run.world:  # too small to split: skipped by every rank
+            run.sched.step()
+            bar.update()
+            continue
+        idx = batch[run.rank::run.world]  # this rank's share (b,)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            loss = step_loss(net, idx, run.aug)
+        if not torch.isfinite(loss):  # before it reaches the weights (a sync on a GPU: one per step)
+            _refuse(run, loss, epoch, step)
+        run.model.zero_grad(set_to_none=True)  # all of them: frozen ones too, if they got grads
+        loss.backward()
+        run.opt.step()
+        run.sched.step()
+        stats[0] += loss.detach().double() * len(idx)
+        stats[1] += len(idx)
+        bar.update()
+    if run.world > 1:  # on the model's device: NCCL reduces only CUDA tensors
+        dist.all_reduce(stats)
+    return (stats[0] / stats[1].clamp(min=1)).item()
+
+
+def _refuse(run: _Run, loss: torch.Tensor, epoch: int, step: int) -> None:
+    """Stop ``run`` at a loss that is not finite, deleting its checkpoint: a resume would only diverge again,
+    and the caller publishes nothing of a run that raised."""
+    if run.checkpoint is not None and run.rank == 0:
+        run.checkpoint.unlink(missing_ok=True)
+    name = f"{run.desc} (run {run.key})" if run.key else run.desc
+    raise FloatingPointError(
+        f"{name}: the loss is {loss.item()} at epoch {epoch + 1}/{run.recipe.epochs}, step {step}/{run.spe}; "
+        "training stopped before it reached the weights and nothing of this run was kept (a learning rate too "
+        "high, or a parameter out of its range?)")
+
+
+def _evaluate(run: _Run, evaluate) -> dict:
+    """``evaluate(model)`` (if given) in eval mode without gradients; under DDP every rank keeps rank 0's
+    values, so that they pick the same best epoch."""
+    if evaluate is None:
+        return {}
+    run.model.eval()
+    with torch.no_grad():
+        metrics = {k: float(v) for k, v in evaluate(run.model).items()}
+    if run.world > 1:
+        box = [metrics]
+        dist.broadcast_object_list(box, src=0)
+        metrics = box[0]
+    return metrics
+
+
+def _select(run: _Run, epoch: int, loss: float, seconds: float, metrics: dict, select, sign: int) -> dict:
+    """Append epoch ``epoch``'s history entry; keep it as the best if it beats the best so far on
+    ``metrics[select]`` (``sign`` -1: lower is better), with a copy of its weights."""
+    last_lr = run.opt.param_groups[0]["initial_lr"] * lr_at(run.recipe, (epoch + 1) * run.spe - 1, run.spe)
+    row = {"epoch": epoch + 1, "loss": loss, "lr": last_lr, "seconds": seconds, **metrics}
+    run.history.append(row)
+    if select is None:
+        run.best_epoch = epoch + 1
+    elif run.best_epoch is None or sign * row[select] > sign * run.history[run.best_epoch - 1][select]:
+        run.best_epoch, run.best_state = epoch + 1, _cpu_state(run.model)
+    return row
+
+
+def _save(run: _Run) -> None:
+    """Write ``run``'s checkpoint (rank 0, atomically), with every rank's random states."""
+    rngs = [_rng_state(run.aug)]
+    if run.world > 1:
+        rngs = [None] * run.world
+        dist.all_gather_object(rngs, _rng_state(run.aug))
+    if run.rank == 0:
+        path = run.checkpoint
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({"fingerprint": run.fingerprint, "model": run.model.state_dict(),
+                    "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+                    "order": run.order.get_state(), "carry": run.carry, "rng": rngs, "history": run.history,
+                    "best_epoch": run.best_epoch, "best_state": run.best_state}, tmp)
+        os.replace(tmp, path)
+
+
+def _resume(run: _Run) -> None:
+    """Load ``run``'s checkpoint if it is this run's (same fingerprint): the run goes on after the last
+    epoch it finished, and gives what it would have given uninterrupted. Notes on stderr (rank 0)."""
+    path = run.checkpoint
+    ck = _load(path)
+    if ck["fingerprint"] != run.fingerprint:
+        if run.rank == 0:
+            print(f"{path}: a checkpoint of another run (fingerprint {ck['fingerprint']} != {run.fingerprint}); "
+                  "starting afresh and overwriting it", file=sys.stderr)
+        return
+    run.model.load_state_dict(ck["model"])
+    run.opt.load_state_dict(ck["optimizer"])
+    run.sched.load_state_dict(ck["scheduler"])
+    run.order.set_state(ck["order"])
+    run.carry = ck["carry"]
+    if run.rank < len(ck["rng"]):
+        _set_rng_state(ck["rng"][run.rank], run.aug)
+    run.history, run.best_epoch, run.best_state = ck["history"], ck["best_epoch"], ck["best_state"]
+    if run.rank == 0:
+        print(f"{path}: resuming after epoch {len(run.history)}/{run.recipe.epochs}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------- prediction

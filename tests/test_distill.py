@@ -12,6 +12,7 @@ from asc_lib import distill
 from asc_lib.data import dataset
 from asc_lib.data.tau import read_split
 from asc_lib.integrity import file_hash
+from asc_lib.paths import artifacts_dir
 from asc_lib.train import Recipe
 from test_teachers import _run, assert_same_publication, setup, whole_and_resumed  # noqa: F401  (the tiny twin and tiny BEATs checkpoints)
 
@@ -175,3 +176,48 @@ def test_a_teacher_keeps_its_logits_at_increasing_fit_and_a_student_learns_from_
                             root=root, profile=profile.name, seed=0, device="cpu", progress=False,
                             logits="train_e1")
     assert m["teacher"] == "SSL+SL after epoch 1" and m["config"]["logits"] == "train_e1"
+
+
+@pytest.mark.parametrize("knob, value, match", [
+    ("temperature", 0.0, r"temperature \(T of the distillation\) must be a finite number > 0, got 0.0"),
+    ("temperature", float("nan"), "temperature .* got nan"),
+    ("kd_lambda", 1.5, r"kd_lambda \(the weight of the label term\) must be within \[0, 1\], got 1.5"),
+    ("kd_lambda", -0.1, "kd_lambda .* got -0.1"),
+])
+def test_a_temperature_or_kd_lambda_out_of_range_is_refused_before_anything_runs(tmp_path, monkeypatch, knob,
+                                                                                 value, match):
+    """``-p temperature 0`` made every loss NaN and published chance: now the student chapter's first call
+    refuses it, before its teachers (nothing else given here would let them run)."""
+    from asc_lib import profiles
+
+    monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path))
+    settings = replace(profiles.get_profile("ci").student, **{knob: value})
+    with pytest.raises(ValueError, match=f"student settings: {match}"):
+        distill.run_all((100,), meta=None, root=tmp_path, test_part=None, w16=None, w32=None, checkpoints={},
+                        teacher_settings=None, settings=settings, profile="ci", seed=0, device="cpu")
+    with pytest.raises(ValueError, match=f"student settings: {match}"):
+        distill.run_student("SSL", 100, meta=None, split_part=None, test_part=None, w32=None, manifests={},
+                            settings=settings, root=tmp_path, profile="ci", seed=0, device="cpu")
+    assert list(tmp_path.iterdir()) == []  # no run folder made
+
+
+def test_a_student_whose_loss_turns_nan_publishes_nothing(setup, monkeypatch):  # noqa: F811
+    profile, root, meta, _ = setup
+    settings = replace(profile.student, n_mels=32, cache_features=True, dir_p=0.0, min_passes=0,
+                       recipe=Recipe(epochs=2, steps_per_epoch=2, batch_size=8, lr=1e-3, optimizer="adam"))
+    features = torch.randn(len(meta), 1, 32, 64, generator=torch.Generator().manual_seed(0))  # log-mels, quick
+    real, calls = distill.distill_loss, []
+
+    def nan_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs) * (float("nan") if len(calls) == 3 else 1.0)
+
+    monkeypatch.setattr(distill, "distill_loss", nan_in_epoch_2)
+    with pytest.raises(FloatingPointError, match=r"student scratch 100 % \(run \w{12}\): the loss is nan at epoch 2/2, "
+                                                 r"step 1/2") as err:
+        distill.run_student(None, 100, meta=meta, split_part=read_split(root, 100, meta),
+                            test_part=read_split(root, "test", meta), w32=None, manifests={}, settings=settings,
+                            root=root, profile=profile.name, seed=0, device="cpu", features=features, progress=False)
+    key = str(err.value).split("(run ")[1][:12]
+    folder = artifacts_dir(profile.name) / "students" / f"scratch-split100-{key}"
+    assert folder.is_dir() and list(folder.iterdir()) == []  # no manifest, weights, logits, nor epoch 1's checkpoint

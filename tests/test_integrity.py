@@ -30,7 +30,8 @@ from asc_lib.integrity import IntegrityError, build_lock, is_locked
 from asc_lib.models.beats import BEATs, BEATsCheckpointError, load_beats_checkpoint, save_beats_checkpoint
 from asc_lib.models.tfsepnet import TFSepNet
 from asc_lib.pretrain import small_config
-from asc_lib.teachers import load_logits, read_manifest, write_manifest
+from asc_lib.runs import read_manifest, write_manifest
+from asc_lib.teachers import load_logits
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from asc_lib import profiles, teachers
+from asc_lib import profiles, runs, teachers
 from asc_lib.data import dataset
 from asc_lib.data.tau import read_meta, read_split
 from asc_lib.models.beats import BEATs, released_config, save_beats_checkpoint
@@ -173,14 +173,14 @@ def test_run_writes_a_manifest_logits_and_is_reused(setup, capsys):
 def test_other_weights_under_the_same_name_and_size_make_another_run(setup, tmp_path):
     profile, *_ = setup
     first = save_beats_checkpoint(BEATs(TINY_BEATS), tmp_path / "ssl.pt")
-    ids = teachers.checkpoint_ids({"SSL": first}, profile.name)
-    assert ids == teachers.checkpoint_ids({"SSL": first}, profile.name)  # unchanged file: same run
+    ids = runs.checkpoint_ids({"SSL": first}, profile.name)
+    assert ids == runs.checkpoint_ids({"SSL": first}, profile.name)  # unchanged file: same run
     size, mtime = first.stat().st_size, first.stat().st_mtime_ns
     torch.manual_seed(1)
     save_beats_checkpoint(BEATs(TINY_BEATS), first)  # other weights, same name
     os.utime(first, ns=(mtime, mtime))
     assert first.stat().st_size == size
-    other = teachers.checkpoint_ids({"SSL": first}, profile.name)
+    other = runs.checkpoint_ids({"SSL": first}, profile.name)
     assert other["SSL"][0] == "ssl.pt" and other != ids
 
 

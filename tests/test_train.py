@@ -288,6 +288,57 @@ def test_a_damaged_checkpoint_is_named_with_the_way_out(tmp_path, damage):
     assert ("holds objects that are not plain data" in str(err.value)) == (damage == "code")
 
 
+# ------------------------------------------------------------------------------- refused inputs
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_loss_stops_the_run_where_it_happened_and_keeps_nothing(tmp_path, bad):
+    """At T = 0 (or a rate that diverges) every loss is NaN: the run must stop at the first one, naming the
+    run, epoch and step, before the loss reaches the weights, and leave no checkpoint to resume or publish."""
+    seed_everything(0, threads=2)
+    model, ce, calls = mlp(), ce_step(), []
+
+    def step(net, idx, gen):
+        calls.append(1)
+        loss = ce(net, idx, gen)
+        return loss * bad if len(calls) == 6 + 3 else loss  # epoch 2 (of 6 steps), its step 3
+
+    before = {}
+
+    def evaluate(m):
+        before.update({k: v.clone() for k, v in m.state_dict().items()})
+        return val_metrics(m)
+
+    with pytest.raises(FloatingPointError, match=rf"teacher SSL 5 % \(run k3y\): the loss is {bad} at epoch 2/4, "
+                                                 r"step 3/6; training stopped"):
+        train(model, step, len(X), RECIPE, device=CPU, seed=0, evaluate=evaluate, workdir=tmp_path, key="k3y",
+              desc="teacher SSL 5 %", progress=False, log=None)
+    assert len(calls) == 9 and not (tmp_path / "last.pt").exists()  # epoch 1's checkpoint deleted
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+    assert not same_weights(model, before)  # steps 1 and 2 of epoch 2 trained; step 3 did not reach the weights
+
+
+def test_a_recipe_refuses_a_learning_rate_that_is_not_positive():
+    for lr in (0.0, -1e-3, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"Recipe: lr \(the learning rate\) must be a finite number > 0"):
+            Recipe(epochs=2, batch_size=4, lr=lr)
+    with pytest.raises(ValueError, match="Recipe: batch_size must be >= 1, got 0"):
+        Recipe(epochs=2, batch_size=0, lr=1e-3)
+
+
+def test_the_loop_is_made_of_steps_each_on_one_screen():
+    """One epoch, evaluation and selection, checkpointing: named functions of at most 40 lines of code."""
+    import ast
+    import inspect
+
+    from asc_lib import train as module
+
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.FunctionDef):
+            body = node.body[1:] if isinstance(node.body[0], ast.Expr) else node.body  # without its docstring
+            assert body[-1].end_lineno - body[0].lineno + 1 <= 40, node.name
+    assert {"_train_epoch", "_evaluate", "_select", "_save", "_resume"} <= set(vars(module))
+
+
 # ---------------------------------------------------------------------------------------- params
 
 def test_params_restricts_what_is_trained():
