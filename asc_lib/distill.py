@@ -40,12 +40,40 @@ from .profiles import StudentSettings
 from .data.tau import read_split
 from .profiles import TeacherSettings
 from .runs import claim, run_folder, scores, write_manifest
-from .teachers import TEACHERS, ensemble_logits, ensemble_name, hold_out_recordings
+from .teachers import TEACHERS, ensemble_logits, ensemble_name, hold_out_recordings, load_teacher
 from .teachers import run_all as run_all_teachers
 from .train import predict_logits, train, with_passes
+from .views import make_views
 
 STUDENT_VERSION = 4  # bump when a run's results would change
 STUDENTS = (None, *[(t,) for t in TEACHERS], TEACHERS)  # from scratch, KD from each teacher, KD from all three
+TARGETS = ("teacher", "oracle")
+
+
+def oracle_repair(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The teacher's logits (N, C) with, on each clip whose top class is not its label ``y``, the top logit and
+    the true class's swapped: every target right, the same values (so the same sharpness) otherwise. It tests
+    whether the teacher's wrong answers are what holds the student back."""
+    z = np.array(logits, copy=True)
+    top = z.argmax(1)
+    wrong = np.flatnonzero(top != y)
+    z[wrong, top[wrong]], z[wrong, y[wrong]] = logits[wrong, y[wrong]], logits[wrong, top[wrong]]
+    return z
+
+
+def student_hold_out(split_part: pd.DataFrame, manifests: dict, members, fraction: float, seed: int):
+    """(train, validation) parts of a student's split: its teachers' own validation recordings when it has
+    teachers (they never trained on them, so their logits there are guesses; and whatever its seed, the student
+    distils only on clips its teachers saw), else recordings drawn from ``seed``
+    (:func:`asc_lib.teachers.hold_out_recordings`)."""
+    if not members:
+        return hold_out_recordings(split_part, fraction, seed)
+    held = {tuple(manifests[m]["val_recordings"]) for m in members}
+    if len(held) > 1:
+        raise ValueError(f"teachers {', '.join(members)} held out different recordings (trained with other seeds "
+                         "or settings): an ensemble's student needs teachers that held out the same ones")
+    is_val = split_part.recording.isin(held.pop()).to_numpy()
+    return split_part[~is_val], split_part[is_val]
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -80,6 +108,25 @@ def _check_settings(settings: StudentSettings) -> None:
                          f"got {settings.kd_lambda!r}")
 
 
+def view_loss(views: dict, y: torch.Tensor, settings: StudentSettings, device):
+    """The student's step on consistent views (:func:`asc_lib.views.make_views` of its training clips, labels
+    ``y``): each clip of the batch as one of its k views drawn at random, Freq-MixStyle, then the label term
+    mixed as the view's waveforms were and the KD term against the teachers' logits on that very view."""
+    feats, logits = views["features"], torch.from_numpy(views["logits"])
+    lam, y_b = torch.from_numpy(views["lam"]), y[torch.from_numpy(views["partner"])]  # (n, k)
+
+    def step_loss(net, idx, generator):
+        v = torch.randint(feats.shape[1], (len(idx),), generator=generator)
+        x = freq_mixstyle(feats[idx, v].float(), settings.mixstyle_alpha, settings.mixstyle_p, generator)
+        out = net(x.to(device))
+        w = lam[idx, v].to(device)
+        ce = (w * F.cross_entropy(out, y[idx].to(device), reduction="none")
+              + (1 - w) * F.cross_entropy(out, y_b[idx, v].to(device), reduction="none")).mean()
+        kd = kd_loss(out, logits[idx, v].to(device), settings.temperature)
+        return settings.kd_lambda * ce + (1 - settings.kd_lambda) * kd
+    return step_loss
+
+
 def logmel_all(waves, n_mels: int, batch: int = 256) -> torch.Tensor:
     """Student log-mels (N, 1, n_mels, frames) float32 of 32 kHz ``waves`` (N, T), no augmentation."""
     return torch.cat([student_logmel(torch.from_numpy(np.array(waves[i:i + batch], dtype=np.float32)),
@@ -89,13 +136,20 @@ def logmel_all(waves, n_mels: int, batch: int = 256) -> torch.Tensor:
 def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataFrame, test_part: pd.DataFrame,
                 w32, manifests: dict, settings: StudentSettings, root: Path, profile: str, seed: int,
                 device, features: torch.Tensor | None = None, progress: bool = True,
-                logits: str = "train") -> dict:
+                logits: str = "train", targets: str = "teacher", views: int = 0, w16=None) -> dict:
     """Train (or reuse) the student on one split: from scratch (``teacher=None``) or distilled from one
     teacher or the mean-logit ensemble of several (a name or a tuple of names; ``manifests`` maps each
     teacher name to its manifest for this split). Returns the run's manifest.
 
     ``logits``: which of the teachers' logits on the split it learns from: ``"train"`` (the selected
     epoch's) or ``"train_e<k>"`` (after epoch k, kept for the KD study: ``TeacherSettings.fit_study``).
+    ``targets="oracle"``: those logits repaired by :func:`oracle_repair`. ``views=k``: consistent views
+    (:mod:`asc_lib.views`): the student trains on k stored mixed-and-shifted views of each clip, against its
+    teachers' logits on those same views (needs ``w16``, the teachers' 16 kHz waveforms); no batch mixup.
+
+    The student holds out its teachers' validation recordings (:func:`student_hold_out`). Besides the
+    selected epoch's test logits it keeps the last epoch's (``test_last``), and, when distilled, the accuracy
+    of its targets on its training clips (``teacher_on_its_clips``, %).
 
     ``features``: log-mels of every clip of ``meta`` computed once (:func:`logmel_all`), used for the
     test and validation clips and, when ``settings.cache_features`` is set, for training too: then
@@ -110,24 +164,34 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
     if settings.cache_features and features is None:
         raise ValueError("cache_features is set: pass features=logmel_all(w32, n_mels)")
     members = () if teacher is None else ((teacher,) if isinstance(teacher, str) else tuple(teacher))
+    if targets not in TARGETS:
+        raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
+    if (targets != "teacher" or views) and not members:
+        raise ValueError("oracle targets and consistent views need a teacher (teacher=None trains from scratch)")
+    if views and w16 is None:
+        raise ValueError("views: pass w16, the 16 kHz waveforms its teachers score the views on")
     name = ensemble_name(members) if members else "scratch"
     if logits != "train":
         name = f"{name} after epoch {logits.removeprefix('train_e')}"
+    name += ", oracle-repaired" * (targets == "oracle") + f", {views} views" * bool(views)
     teacher_keys = {m: manifests[m]["key"] for m in members}
     config = {"teacher": name, "teachers": teacher_keys, "logits": logits, "split": split, "settings": asdict(settings),
-              "data": data_key(root, profile), "seed": seed, "version": [__version__, STUDENT_VERSION]}
+              "data": data_key(root, profile), "seed": seed, "version": [__version__, STUDENT_VERSION],
+              **({"targets": targets} if targets != "teacher" else {}), **({"views": views} if views else {})}
     folder, key = run_folder("students", name, split, config, profile)
     with claim(folder, "students", name, split) as done:  # one process trains a run
         if done:
             return done
         t0 = time.perf_counter()
 
-        train_part, val_part = hold_out_recordings(split_part, settings.val_fraction, seed)
+        train_part, val_part = student_hold_out(split_part, manifests, members, settings.val_fraction, seed)
         tr_rows = rows(meta, train_part)
         y_tr = torch.from_numpy(labels(train_part).copy())
         is_a = torch.from_numpy(train_part.device.to_numpy() == "a")
-        targets = (torch.from_numpy(ensemble_logits(manifests, members, logits, train_part.filename.tolist()))
-                   if members else None)
+        taught = ensemble_logits(manifests, members, logits, train_part.filename.tolist()) if members else None
+        if targets == "oracle":
+            taught = oracle_repair(taught, y_tr.numpy())
+        targets = torch.from_numpy(taught) if members else None
         feats = (lambda r: features[torch.from_numpy(r)].float()) if features is not None else (
             lambda r: logmel_all(w32[r], settings.n_mels))
         val_x, test_x = feats(rows(meta, val_part)), feats(rows(meta, test_part))
@@ -154,7 +218,14 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
             return distill_loss(logits, ya[0], yb[0], lam, *(ya[1:] + yb[1:]), kd_lambda=settings.kd_lambda,
                                 temperature=settings.temperature)
 
+        if views:
+            step_loss = view_loss(make_views([load_teacher(manifests[m]) for m in members], w16, w32, tr_rows,
+                                             k=views, alpha=settings.mixup_alpha, seed=seed, n_mels=settings.n_mels,
+                                             device=dev), y_tr, settings, dev)
+        last = {}  # the weights after the latest epoch (the run keeps the selected epoch's)
+
         def evaluate(m):
+            last["state"] = {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
             val = predict_logits(m, len(val_x), lambda i: val_x[i], device=dev, batch_size=128)
             return {"val_loss": F.cross_entropy(torch.from_numpy(val), torch.from_numpy(y_val)).item(),
                     "val_acc": 100 * macro_accuracy(y_val, val.argmax(1), len(SCENES))}
@@ -164,14 +235,23 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
                     select="val_loss", mode="min", workdir=folder, key=key, desc=f"student {name} {split} %", progress=progress,
                     log=(lambda line: print(f"  student ({name}) {split:>3} %  {line}")) if progress else (lambda line: None))
         test = predict_logits(model, len(test_x), lambda i: test_x[i], device=dev, batch_size=128)
+        test_last = test
+        if out["best_epoch"] != len(out["history"]):  # the last epoch's weights: kept above, or (a run that
+            final = TFSepNet()                         # resumed after its last epoch) in its resume state
+            final.load_state_dict(last["state"] if last else torch.load(folder / "last.pt", weights_only=True)["model"])
+            test_last = predict_logits(final, len(test_x), lambda i: test_x[i], device=dev, batch_size=128)
         torch.save({"state_dict": model.state_dict()}, folder / "model.pt")
         np.save(folder / "test_logits.npy", test.astype(np.float32))
+        np.save(folder / "test_last_logits.npy", test_last.astype(np.float32))
         manifest = {"student": "TF-SepNet", "teacher": name, "split": split, "config": config, "key": key,
                     "code_version": f"asc_lib {__version__}, distill v{STUDENT_VERSION}",
-                    "test_files": test_part.filename.tolist(), "best_epoch": out["best_epoch"],
-                    "test": scores(y_test, test, device_ids(test_part)), "history": out["history"],
-                    "seconds": time.perf_counter() - t0}
-        done = write_manifest(folder, manifest, ["model.pt", "test_logits.npy"])
+                    "test_files": test_part.filename.tolist(), "test_last_files": test_part.filename.tolist(),
+                    "best_epoch": out["best_epoch"], "test": scores(y_test, test, device_ids(test_part)),
+                    "test_last": scores(y_test, test_last, device_ids(test_part)),
+                    **({"teacher_on_its_clips": 100 * macro_accuracy(y_tr.numpy(), taught.argmax(1), len(SCENES))}
+                       if members else {}),
+                    "history": out["history"], "seconds": time.perf_counter() - t0}
+        done = write_manifest(folder, manifest, ["model.pt", "test_logits.npy", "test_last_logits.npy"])
         (folder / "last.pt").unlink(missing_ok=True)  # resume state, of no use once the run is complete
         return done
 

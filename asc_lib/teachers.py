@@ -50,7 +50,7 @@ from .data.tau import read_split
 from .features import beats_fbank
 from .integrity import verify
 from .metrics import macro_accuracy
-from .models.beats import BEATs, load_beats_checkpoint
+from .models.beats import BEATs, BEATsConfig, load_beats_checkpoint
 from .profiles import TeacherSettings
 from .runs import checkpoint_ids, claim, run_folder, scores, write_manifest
 from .train import Recipe, predict_logits, train, with_passes
@@ -335,6 +335,23 @@ def load_logits(manifest: dict, part: str, files=None) -> np.ndarray:
     if missing:
         raise KeyError(f"{folder}: no {manifest['teacher']} logits for {len(missing)} clip(s), e.g. {missing[0]}")
     return logits[[where[f] for f in files]]
+
+
+def load_teacher(manifest: dict) -> TokenClassifier:
+    """The trained teacher of a run (its selected epoch's weights), in eval mode; a damaged ``model.pt`` is an
+    error naming it and the way out."""
+    folder = Path(manifest["folder"])
+    path = folder / "model.pt"
+    verify(path, manifest.get("files", {}).get("model.pt"), f"delete {folder} to train it again")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        model = TokenClassifier(BEATs(BEATsConfig.from_dict(saved["encoder_cfg"])), frozen=saved["strategy"] == "SSL*")
+        model.load_state_dict(saved["state_dict"])
+    except Exception as err:  # missing, truncated, not a torch file, other weights
+        raise RuntimeError(f"{path}: cannot load this teacher ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'}); delete {folder} "
+                           "to train it again") from err
+    return model.eval()
 
 
 def subsets(names=TEACHERS) -> list[tuple[str, ...]]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from asc_lib import distill
+from asc_lib import distill, teachers
 from asc_lib.data import dataset
 from asc_lib.data.tau import read_split
 from asc_lib.integrity import file_hash
@@ -221,3 +221,85 @@ def test_a_student_whose_loss_turns_nan_publishes_nothing(setup, monkeypatch):  
     key = str(err.value).split("(run ")[1][:12]
     folder = artifacts_dir(profile.name) / "students" / f"scratch-split100-{key}"
     assert folder.is_dir() and list(folder.iterdir()) == []  # no manifest, weights, logits, nor epoch 1's checkpoint
+
+
+def test_oracle_repair_swaps_the_top_logit_with_the_true_class_only_where_the_teacher_is_wrong():
+    z = np.array([[3.0, 1.0, 0.5], [0.2, 2.0, 1.5], [0.1, 0.3, 0.9]], dtype=np.float32)
+    y = np.array([1, 1, 0])
+    fixed = distill.oracle_repair(z, y)
+    assert (fixed.argmax(1) == y).all()
+    assert fixed[0].tolist() == [1.0, 3.0, 0.5] and fixed[1].tolist() == z[1].tolist()  # right: untouched
+    assert fixed[2].tolist() == z[2][[2, 1, 0]].tolist()
+    assert np.array_equal(np.sort(fixed, 1), np.sort(z, 1))  # the same values: the same sharpness
+
+
+def _student_kw(setup, mans, split=100, seed=0):
+    profile, root, meta, _ = setup
+    settings = replace(profile.student, n_mels=32, cache_features=False, dir_p=0.0, min_passes=0,
+                       recipe=Recipe(epochs=2, steps_per_epoch=2, batch_size=8, lr=1e-3, optimizer="adam"))
+    return dict(meta=meta, split_part=read_split(root, split, meta), test_part=read_split(root, "test", meta),
+                w32=dataset.waves(meta, 32000, profile), manifests=mans, settings=settings, root=root,
+                profile=profile.name, seed=seed, device="cpu", progress=False)
+
+
+def test_a_student_distils_only_on_clips_its_teachers_trained_on_whatever_its_seed(setup, monkeypatch):  # noqa: F811
+    """Teachers of seed 0 held out some recordings: a student of another seed must hold out the same ones (its
+    own seed's draw would distil on clips the teachers never trained on), and its manifest's accuracy of the
+    targets counts only the clips it was taught on."""
+    mans = {"SSL+SL": _run(setup, "SSL+SL")}
+    kw = _student_kw(setup, mans, seed=3)
+    held = set(mans["SSL+SL"]["val_recordings"])
+    _, drawn = distill.hold_out_recordings(kw["split_part"], kw["settings"].val_fraction, 3)
+    assert set(drawn.recording) != held  # else this test could not tell
+    asked = []
+    real = distill.ensemble_logits
+    monkeypatch.setattr(distill, "ensemble_logits", lambda m, mem, part, files: asked.append(files) or real(m, mem, part, files))
+    m = distill.run_student("SSL+SL", 100, **kw)
+    part = kw["split_part"].set_index("filename")
+    assert asked and not set(part.loc[asked[0]].recording) & held
+    taught = part.loc[asked[0]]
+    z = distill.ensemble_logits(mans, ("SSL+SL",), "train", list(taught.index))
+    expect = 100 * distill.macro_accuracy(dataset.labels(taught.reset_index()), z.argmax(1), 10)
+    assert m["teacher_on_its_clips"] == pytest.approx(expect)
+
+
+def test_a_student_keeps_its_last_epochs_test_logits_beside_the_selected_ones(setup, monkeypatch):  # noqa: F811
+    """Selection does not change training: the last epoch's logits of a run that kept epoch 1 are those of
+    the same run that kept its last epoch."""
+    mans = {"SSL": _run(setup, "SSL")}
+    real = distill.train
+
+    def forced(best):
+        def run(*args, evaluate, **kwargs):
+            calls = []
+
+            def scored(model):
+                out = evaluate(model)
+                calls.append(1)
+                return {**out, "val_loss": float(len(calls) if best == "first" else -len(calls))}
+            return real(*args, evaluate=scored, **kwargs)
+        return run
+
+    last = {}
+    for best in ("first", "last"):
+        monkeypatch.setenv("ASC_ARTIFACTS", str(Path(mans["SSL"]["folder"]).parents[2] / f"kept-{best}"))
+        monkeypatch.setattr(distill, "train", forced(best))
+        last[best] = distill.run_student("SSL", 100, **_student_kw(setup, mans))
+    assert last["first"]["best_epoch"] == 1 and last["last"]["best_epoch"] == 2
+    assert np.array_equal(teachers.load_logits(last["first"], "test_last"), teachers.load_logits(last["last"], "test"))
+    assert np.array_equal(teachers.load_logits(last["last"], "test_last"), teachers.load_logits(last["last"], "test"))
+
+
+def test_oracle_targets_and_consistent_views_are_runs_of_their_own(setup):  # noqa: F811
+    profile, root, meta, _ = setup
+    mans = {t: _run(setup, t) for t in ("SSL", "SSL+SL")}
+    kw = _student_kw(setup, mans)
+    plain = distill.run_student(("SSL", "SSL+SL"), 100, **kw)
+    oracle = distill.run_student(("SSL", "SSL+SL"), 100, targets="oracle", **kw)
+    views = distill.run_student("SSL+SL", 100, views=2, w16=dataset.waves(meta, 16000, profile), **kw)
+    assert oracle["teacher_on_its_clips"] == 100 and plain["teacher_on_its_clips"] < 100
+    assert oracle["teacher"] == "SSL + SSL+SL, oracle-repaired" and views["teacher"] == "SSL+SL, 2 views"
+    assert len({plain["key"], oracle["key"], views["key"]}) == 3 and "targets" not in plain["config"]
+    assert views["config"]["views"] == 2 and len(views["history"]) == 2
+    with pytest.raises(ValueError, match="need a teacher"):
+        distill.run_student(None, 100, targets="oracle", **kw)
