@@ -71,9 +71,10 @@ def sh(*cmd, env=None, cwd=None) -> None:
 
 
 def works(*cmd) -> bool:
-    """Whether a command starts and succeeds (its output hidden): the checks of a virtual environment."""
+    """Whether a command starts and succeeds (its output hidden): the checks of a virtual environment. It runs
+    outside the checkout, so that ``import asc_lib`` finds the installed package, not the folder."""
     try:
-        return subprocess.run(list(map(str, cmd)), cwd=ROOT, capture_output=True).returncode == 0
+        return subprocess.run(list(map(str, cmd)), cwd=tempfile.gettempdir(), capture_output=True).returncode == 0
     except OSError:  # a python that is not there or cannot be executed
         return False
 
@@ -83,6 +84,9 @@ def read(name: str) -> bytes:
         return (ROOT / name).read_bytes()
     except FileNotFoundError:
         sys.exit(f"{ROOT / name} is missing: it comes with the checkout (git checkout -- {name} restores it)")
+
+
+IMPORTS = "import asc_lib.train, papermill"  # the library with its dependencies (torch, numpy), and the runner's
 
 
 def setup() -> None:
@@ -101,15 +105,15 @@ def setup() -> None:
     elif not works(python, "-c", ""):  # a dangling link: the Python it was made with is gone
         broken(f"its Python, {python}, is missing or does not start")
     if stamp.exists() and stamp.read_text() == wanted:
-        if works(python, "-c", "import asc_lib, papermill"):
+        if works(python, "-c", IMPORTS):
             return
-        print(f"{VENV} is marked installed, but `import asc_lib, papermill` fails in it: installing again", flush=True)
+        print(f"{VENV} is marked installed, but `{IMPORTS}` fails in it: installing again", flush=True)
     if not works(python, "-m", "pip", "--version"):
         broken(f"it has no pip ({python} -m pip fails)")
     sh(python, "-m", "pip", "install", "--disable-pip-version-check", "-q",
        "-c", "constraints.txt", "-e", ".[book,parity]")
-    if not works(python, "-c", "import asc_lib, papermill"):
-        broken("`import asc_lib, papermill` fails in it after installing")
+    if not works(python, "-c", IMPORTS):
+        broken(f"`{IMPORTS}` fails in it after installing")
     stamp.write_text(wanted)
 
 

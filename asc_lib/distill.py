@@ -15,6 +15,7 @@ under ``artifacts/<profile>/students/``. Teacher logits are read through the tea
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict
@@ -149,7 +150,7 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
 
     The student holds out its teachers' validation recordings (:func:`student_hold_out`). Besides the
     selected epoch's test logits it keeps the last epoch's (``test_last``), and, when distilled, the accuracy
-    of its targets on its training clips (``teacher_on_its_clips``, %).
+    of its targets on its training clips (``teacher_on_its_clips``, %; with views: of the clean-clip logits).
 
     ``features``: log-mels of every clip of ``meta`` computed once (:func:`logmel_all`), used for the
     test and validation clips and, when ``settings.cache_features`` is set, for training too: then
@@ -168,6 +169,9 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
         raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
     if (targets != "teacher" or views) and not members:
         raise ValueError("oracle targets and consistent views need a teacher (teacher=None trains from scratch)")
+    if views and targets != "teacher":
+        raise ValueError("consistent views learn from the teachers' logits on each view: oracle targets repair "
+                         "clean-clip logits only, choose one")
     if views and w16 is None:
         raise ValueError("views: pass w16, the 16 kHz waveforms its teachers score the views on")
     name = ensemble_name(members) if members else "scratch"
@@ -237,7 +241,7 @@ def run_student(teacher, split: int, *, meta: pd.DataFrame, split_part: pd.DataF
         test = predict_logits(model, len(test_x), lambda i: test_x[i], device=dev, batch_size=128)
         test_last = test
         if out["best_epoch"] != len(out["history"]):  # the last epoch's weights: kept above, or (a run that
-            final = TFSepNet()                         # resumed after its last epoch) in its resume state
+            final = copy.deepcopy(model)               # resumed after its last epoch) in its resume state
             final.load_state_dict(last["state"] if last else torch.load(folder / "last.pt", weights_only=True)["model"])
             test_last = predict_logits(final, len(test_x), lambda i: test_x[i], device=dev, batch_size=128)
         torch.save({"state_dict": model.state_dict()}, folder / "model.pt")

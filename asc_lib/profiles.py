@@ -76,7 +76,7 @@ class StudentSettings:
     splits: tuple[int, ...]
     n_mels: int  # log-mel bands of the student's input (the authors: 512)
     recipe: Recipe
-    val_fraction: float  # the teachers' held-out recordings (same draw), for model selection
+    val_fraction: float  # scratch only: a distilled student holds out its teachers' recordings (distill.student_hold_out)
     kd_lambda: float = 0.02  # weight of the label term; 1 - kd_lambda on the distillation term
     temperature: float = 2.0
     mixup_alpha: float = 0.3

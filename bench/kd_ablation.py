@@ -95,8 +95,7 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--profile", default="ci")
-    parser.add_argument("--csv", help="write the table here (book/results/kd_ablation.csv: the student chapter "
-                                      "reads it)")
+    parser.add_argument("--csv", help="also write the table here (e.g. book/results/kd_ablation.csv)")
     args = parser.parse_args()
     P = profiles.get_profile(args.profile)
     started = time.perf_counter()
@@ -108,7 +107,7 @@ def main():
     w16, w32 = dataset.waves(meta, 16000, P), dataset.waves(meta, 32000, P)
     ckpts = {k: v for k, v in checkpoints.small_beats(P, root, seed=0, device="cpu").items() if k != "history"}
     features = distill.logmel_all(w32, P.student.n_mels).half()
-    tset = dataclasses.replace(P.teachers, fit_study_splits=tuple(args.splits)) if "fit" in args.arms else P.teachers
+    tset = P.teachers  # the book's teachers (the fit arm: on the splits of its fit_study_splits)
     preds, scratch, taught = {}, {}, {}  # (row, split) -> {seed: predictions}; (settings, pick, split) -> ...
     rows_of = {}
     for seed in args.seeds:
@@ -132,6 +131,9 @@ def main():
                 rows_of[row] = None
                 preds.setdefault(row, {})[seed] = teachers.load_logits(kd, pick).argmax(1)
                 scratch.setdefault(row, {})[seed] = teachers.load_logits(base, pick).argmax(1)
+                if "teacher_on_its_clips" not in kd or "test_last_files" not in kd:
+                    raise SystemExit(f"{kd['folder']}: a student run of older code (no test_last logits, no "
+                                     "teacher_on_its_clips); delete it to train it again")
                 taught.setdefault(row, {})[seed] = kd["teacher_on_its_clips"]
             print(f"seed {seed}, {split} %: {len(arms)} students ({time.perf_counter() - started:.0f} s so far)",
                   flush=True)

@@ -303,3 +303,5 @@ def test_oracle_targets_and_consistent_views_are_runs_of_their_own(setup):  # no
     assert views["config"]["views"] == 2 and len(views["history"]) == 2
     with pytest.raises(ValueError, match="need a teacher"):
         distill.run_student(None, 100, targets="oracle", **kw)
+    with pytest.raises(ValueError, match="choose one"):
+        distill.run_student("SSL+SL", 100, targets="oracle", views=2, w16=dataset.waves(meta, 16000, profile), **kw)

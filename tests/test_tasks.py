@@ -82,8 +82,9 @@ def test_a_stamp_that_lies_is_installed_again(tmp_path, monkeypatch, capsys):
 
     def install(*cmd, **kwargs):  # what pip would leave: both packages importable
         calls.append(cmd)
-        for name in ("asc_lib", "papermill"):
-            (purelib / f"{name}.py").write_text("")
+        (purelib / "asc_lib").mkdir()
+        for name in ("asc_lib/__init__.py", "asc_lib/train.py", "papermill.py"):
+            (purelib / name).write_text("")
 
     monkeypatch.setattr(tasks, "sh", install)
     tasks.setup()
