@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .features import beats_fbank, student_logmel
+from .features import beats_fbank, student_logmel_all
 from .train import predict_logits
 
 
@@ -65,7 +65,5 @@ def make_views(teacher_models, w16, w32, rows: np.ndarray, *, k: int, alpha: flo
         z = [predict_logits(m, len(rows), lambda i: fbank[i], device=device, batch_size=batch)
              for m in teacher_models]
         logits.append(np.mean(z, axis=0))
-        wave = render(w32, rows, views, v)
-        feats.append(torch.cat([student_logmel(wave[i:i + 256], n_mels=n_mels).unsqueeze(1).half()
-                                for i in range(0, len(wave), 256)]))
+        feats.append(student_logmel_all(render(w32, rows, views, v).numpy(), n_mels=n_mels, progress=False))
     return {**views, "logits": np.stack(logits, 1).astype(np.float32), "features": torch.stack(feats, 1)}
