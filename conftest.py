@@ -24,3 +24,14 @@ def pytest_collection_modifyitems(config, items):
     if colab_only:
         items[:] = [i for i in items if i not in colab_only]
         config.hook.pytest_deselected(items=colab_only)
+
+
+def pytest_collection_finish(session):
+    # Importing pip switches off setuptools' distutils shim for the whole process (pip asks for the
+    # standard library's distutils); torch's compiler imports setuptools later and then fails its check
+    # (CI, stop 42: test_quantize's compiled INT8 test). A test that needs pip runs it in a subprocess.
+    import sys
+
+    if "pip" in sys.modules:
+        raise RuntimeError("a test module imported pip at collection: run pip in a subprocess instead "
+                           "(importing it breaks `import setuptools`, which torch.compile needs, in this process)")

@@ -67,6 +67,11 @@ class TeacherSettings:
     cache_inputs: bool = False  # keep every clip's fbank (and the frozen encoder's tokens) in memory
     fit_study: tuple[int, ...] = ()  # SSL+SL on the smaller splits: its logits after these epochs too (KD study)
     fit_study_splits: tuple[int, ...] = ()
+    keep: str = "val_loss"  # the epoch a teacher keeps: its lowest validation loss, or "last"
+
+    def __post_init__(self):
+        if self.keep not in ("val_loss", "last"):
+            raise ValueError(f"TeacherSettings.keep must be 'val_loss' or 'last', got {self.keep!r}")
 
 
 @dataclass(frozen=True)

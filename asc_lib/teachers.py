@@ -16,8 +16,11 @@ follows the paper's order: DIR on the device-a waveforms, BEATs fbank, Freq-MixS
 
 Model selection. The authors keep the epoch with the best accuracy on their validation file, which is
 the test split (``test.csv``). Here the default holds out whole recordings of the training split as a
-validation set (:func:`hold_out_recordings`); the test split is still scored after every epoch, so a run
-reports both the validation-selected and the test-selected accuracy.
+validation set (:func:`hold_out_recordings`) and keeps the epoch of lowest validation loss; with
+``keep="last"`` (the ``ci`` profile) a teacher keeps its last epoch, the end of its schedule, as a
+teacher that has fitted its clips (see ``asc_lib.profiles``). Either way the validation-selected epoch is
+recorded, and the test split is scored after every epoch, so a run reports the kept, the
+validation-selected and the test-selected accuracy.
 
 A run (:func:`run_teacher`) writes into its own folder under ``artifacts/<profile>/teachers/``:
 ``last.pt`` (resume state of :func:`asc_lib.train.train`, deleted once the run is complete),
@@ -259,9 +262,10 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
                     "test_acc": 100 * macro_accuracy(y_mon, test.argmax(1), len(SCENES))}
 
         out = train(model, step_loss, len(train_part), recipe, device=dev, seed=seed, evaluate=evaluate,
-                    select="val_loss", mode="min", workdir=folder, key=key, desc=f"{strategy} {split} %",
+                    select=None if settings.keep == "last" else "val_loss", mode="min", workdir=folder, key=key, desc=f"{strategy} {split} %",
                     progress=progress, log=lambda line: print(f"  {strategy:>7} {split:>3} %  {line}"))
         history, best = out["history"], out["best_epoch"]
+        val_best = 1 + int(np.argmin([h["val_loss"] for h in history]))  # the kept epoch unless keep="last"
         # a resumed run scored only the epochs after its resume: they are the last len(monitored) epochs
         monitored = dict(zip(range(len(history) - len(monitored) + 1, len(history) + 1), monitored))
         if len(monitored) < len(history):  # a resumed run: its fit logits were counted from its resume
@@ -283,10 +287,11 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
                     "code_version": f"asc_lib {__version__}, teachers v{TEACHER_VERSION}",
                     "train_files": split_part.filename.tolist(),
                     "test_files": test_part.filename.tolist(), "val_recordings": sorted(val_part.recording.unique()),
-                    "monitored_test_clips": len(mon), "best_epoch": best,
+                    "monitored_test_clips": len(mon), "best_epoch": best, "kept": settings.keep,
+                    "val_selected_epoch": val_best,
                     "test_selected_epoch": int(np.argmax([h["test_acc"] for h in history])) + 1,
                     "test": scores(y_test, test, device_ids(test_part)),
-                    "val_selected_test_acc": history[best - 1]["test_acc"],
+                    "val_selected_test_acc": history[val_best - 1]["test_acc"],
                     "test_selected_test_acc": max(h["test_acc"] for h in history),
                     "history": history, "seconds": time.perf_counter() - t0,
                     "fit_study": sorted(fit_logits),

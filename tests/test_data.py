@@ -48,8 +48,9 @@ def test_twin_splits_are_nested_whole_recordings_and_disjoint_from_test(twin):
     test, train = parts["test"], parts[100]
     assert not set(test.recording) & set(train.recording)
     assert not set(test.identifier) & set(train.identifier)  # test locations are unseen
-    for part in parts.values():  # a 10 s recording is all in or all out: ten clips per recording and device
-        assert (part.groupby(["recording", "device"]).size() == 10).all()
+    kept = TWIN_SIZES["tiny"].clips_per_recording  # of each 10 s recording (10 in TAU22)
+    for part in parts.values():  # a recording is all in or all out: its clips, per recording and device
+        assert (part.groupby(["recording", "device"]).size() == kept).all()
     assert {"s4", "s5", "s6"} <= set(test.device) and not {"s4", "s5", "s6"} & set(train.device)
     for s in SPLITS:
         assert parts[s].device.value_counts().idxmax() == "a"  # device a dominates every train split
@@ -61,7 +62,7 @@ def test_same_seed_writes_byte_identical_files(twin, tmp_path, capsys):
     again = make_synthetic_tau(tmp_path / "again", size="tiny", seed=0, progress=False)
     assert _digest(again) == _digest(twin)
     out, err = capsys.readouterr()
-    assert out == "" and "2700 clips" in err
+    assert out == "" and "540 clips" in err
     other = read_meta(make_synthetic_tau(tmp_path / "other", size="tiny", seed=1, progress=False))
     first = read_meta(twin)
     assert not np.array_equal(sf.read(first.path[0])[0], sf.read(other.path[0])[0])

@@ -153,28 +153,17 @@ def test_param_bytes(trained):
     assert br["total"] < 4 * n_params / 2
 
 
-def test_caller_model_untouched():
-    torch.manual_seed(1)
-    model = LookAlike().train()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    types = [type(m) for m in model.modules()]
-    x = torch.randn(8, 1, 32, 33)
-    Q.quantize_int8(model, x)
-    assert model.training
-    assert [type(m) for m in model.modules()] == types
-    after = model.state_dict()
-    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-
-
 @pytest.mark.parametrize("bad", [torch.empty(0, 1, 32, 33), [], [torch.empty(0, 1, 32, 33)], None])
 def test_empty_calibration_raises(bad):
     with pytest.raises(ValueError, match="calibration"):
         Q.quantize_int8(LookAlike().eval(), bad)
 
 
-def test_calibration_batches_forms():
+def test_calibration_batches_forms_and_the_caller_model_untouched():
     torch.manual_seed(2)
-    model = LookAlike().eval()
+    model = LookAlike().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    types = [type(m) for m in model.modules()]
     x = torch.randn(16, 1, 32, 33)
     y = torch.zeros(16, dtype=torch.long)
     q = Q.quantize_int8(model, [(x[:8], y[:8]), (x[8:], y[8:])], batch=8)  # DataLoader-style pairs
@@ -182,17 +171,30 @@ def test_calibration_batches_forms():
     assert torch.allclose(Q.logits(q, x, batch_size=5), q(x))
     with pytest.raises(ValueError):
         Q.logits(q, x[:0])
+    # the caller's model: still in training mode, same modules, same weights
+    assert model.training and [type(m) for m in model.modules()] == types
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_tfsepnet_int8():
+@pytest.fixture(scope="module")
+def tfsepnet_int8():
+    """TF-SepNet (random weights) and its INT8 model, calibrated on 16 of 48 random inputs (64 mels keeps
+    the tests fast; any F >= 16 works)."""
     from asc_lib.models import tfsepnet
-    from asc_lib.complexity import MAX_PARAM_BYTES, count_params, param_bytes
 
     torch.manual_seed(0)
     model = tfsepnet.TFSepNet().eval()
+    x = torch.randn(48, 1, 64, 65)
+    return model, Q.quantize_int8(model, x[:16], batch=16), x
+
+
+@pytest.mark.newest_leg
+def test_tfsepnet_int8(tfsepnet_int8):
+    from asc_lib.complexity import MAX_PARAM_BYTES, count_params, param_bytes
+
+    model, qmodel, x = tfsepnet_int8
     assert count_params(model) == 126_858
-    x = torch.randn(48, 1, 64, 65)  # 64 mels keeps the test fast; any F >= 16 works
-    qmodel = Q.quantize_int8(model, x[:16], batch=16)
     assert Q.is_int8(qmodel)
     assert Q._ops(qmodel.lowered).count(torch.ops.aten.var_mean.correction) == 5  # the 5 ResNorms, in float
     f, q = Q.logits(model, x[16:]), Q.logits(qmodel, x[16:])
@@ -230,15 +232,11 @@ def test_depthwise_form_is_the_same_model():
                if isinstance(c, torch.nn.Conv2d))  # the caller's model untouched
 
 
-def test_compiled_int8_gives_the_eager_int8_classes():
-    from asc_lib.models import tfsepnet
-
-    torch.manual_seed(0)
-    model = tfsepnet.TFSepNet().eval()
-    x = torch.randn(32, 1, 64, 65)
-    qmodel = Q.quantize_int8(model, x[:16], batch=16)
-    compiled, seconds = Q.compile_cpu(qmodel, x[16:])
+@pytest.mark.newest_leg
+def test_compiled_int8_gives_the_eager_int8_classes(trained):
+    _, qmodel, xt, _ = trained
+    compiled, seconds = Q.compile_cpu(qmodel, xt[:64])
     assert seconds > 0 and isinstance(compiled, Q.Int8Model)
-    eager, fast = Q.logits(qmodel, x), Q.logits(compiled, x)
+    eager, fast = Q.logits(qmodel, xt[:128]), Q.logits(compiled, xt[:128])
     assert (eager.argmax(1) == fast.argmax(1)).float().mean().item() >= 0.9
     assert ((eager - fast).norm() / eager.norm()).item() < 0.05

@@ -10,10 +10,10 @@ import hashlib
 import shutil
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
-import pip
 import pytest
 
 import tasks
@@ -71,7 +71,9 @@ def test_a_stamp_that_lies_is_installed_again(tmp_path, monkeypatch, capsys):
     python = env / "bin/python"
     purelib = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                   capture_output=True, text=True, check=True).stdout.strip())
-    (purelib / "pip").symlink_to(Path(pip.__file__).parent)  # pip runs there, but nothing is installed
+    # pip runs there, but nothing is installed; found without `import pip`, which switches off setuptools'
+    # distutils shim in this process (torch's compiler imports setuptools later, and that then fails)
+    (purelib / "pip").symlink_to(Path(sysconfig.get_paths()["purelib"]) / "pip")
     monkeypatch.setattr(tasks, "ROOT", root)
     monkeypatch.setattr(tasks, "VENV", env)
     stamp = env / ".asc-installed"

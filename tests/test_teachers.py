@@ -169,6 +169,27 @@ def test_run_writes_a_manifest_logits_and_is_reused(setup, capsys):
     assert "reusing" in capsys.readouterr().err
 
 
+def test_a_teacher_can_keep_its_last_epoch(setup, monkeypatch, tmp_path):
+    """keep="last" (the ci profile): the published logits are the last epoch's; the epoch that validation
+    loss would have kept is still recorded, with its monitored test accuracy."""
+    monkeypatch.setenv("ASC_ARTIFACTS", str(tmp_path))
+    profile, root, meta, ckpts = setup
+    settings = replace(profile.teachers, keep="last", test_monitor=1.0,
+                       finetune=replace(profile.teachers.finetune, epochs=3))
+    m = teachers.run_teacher("SSL", 100, meta=meta, split_part=read_split(root, 100, meta),
+                             test_part=read_split(root, "test", meta), w16=dataset.waves(meta, 16000, profile),
+                             checkpoints=ckpts, settings=settings, root=root, profile=profile.name, seed=0,
+                             device="cpu", progress=False)
+    h = m["history"]
+    assert m["kept"] == "last" and m["best_epoch"] == len(h) == 3
+    assert m["test"]["macro"] == pytest.approx(h[-1]["test_acc"])  # every test clip scored: the last epoch's
+    val = [e["val_loss"] for e in h]
+    assert m["val_selected_epoch"] == 1 + val.index(min(val))
+    assert m["val_selected_test_acc"] == h[m["val_selected_epoch"] - 1]["test_acc"]
+    with pytest.raises(ValueError, match="keep must be 'val_loss' or 'last'"):
+        replace(profile.teachers, keep="best")
+
+
 @pytest.mark.slow
 def test_other_weights_under_the_same_name_and_size_make_another_run(setup, tmp_path):
     profile, *_ = setup
@@ -288,7 +309,7 @@ def test_a_resumed_teacher_publishes_what_an_uninterrupted_one_does(setup, monke
     t = profile.teachers
     # 4 epochs; the frozen head at a rate at which its best epoch is not the last (checked below)
     settings = replace(t, test_monitor=monitor, finetune=replace(t.finetune, epochs=4),
-                       frozen=replace(t.frozen, epochs=4, lr=5e-2))
+                       frozen=replace(t.frozen, epochs=4, lr=2e-1))
     w16 = dataset.waves(meta, 16000, profile)
     kw = dict(meta=meta, split_part=read_split(root, 100, meta), test_part=read_split(root, "test", meta),
               w16=w16, checkpoints=ckpts, settings=settings, root=root, profile=profile.name, seed=0, device="cpu",

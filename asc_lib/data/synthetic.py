@@ -341,7 +341,8 @@ class TwinSize:
 TWIN_SIZES = {
     "ci": TwinSize(a_per_scene=120, other_per_scene=8, test_per_scene=24, segments_per_location=3, pool_clips=32000,
                    clips_per_recording=2),
-    "tiny": TwinSize(a_per_scene=4, other_per_scene=1, test_per_scene=2, segments_per_location=2, pool_clips=8),
+    "tiny": TwinSize(a_per_scene=4, other_per_scene=1, test_per_scene=2, segments_per_location=2, pool_clips=8,
+                     clips_per_recording=2),
 }
 SR = 44100
 TRAIN_DEVICES = ("a", "b", "c", "s1", "s2", "s3")
