@@ -219,3 +219,31 @@ def layer_chain(layers, title: str = ""):
     ax.set(xlim=(-0.2, len(layers)), ylim=(-1.6, 1.5), title=title)
     ax.axis("off")
     return fig
+
+
+def ablation(table, title: str = ""):
+    """The distillation ablation (``bench/kd_ablation.py``'s table, with a short ``label`` per row): each
+    arm's gain over the student from scratch with its 95 % interval, one panel per split, stacked and narrow
+    so that a phone shows it at a readable size; filled: the interval holds, open: not resolved, a cross:
+    reversed. Blue: the single teacher SSL+SL; orange: an ensemble."""
+    splits = sorted(table["split"].unique())
+    n = max(len(table[table["split"] == s]) for s in splits)
+    fig, axes = plt.subplots(len(splits), 1, figsize=(4.2, 0.9 + 0.26 * n * len(splits)), sharex=True,
+                             layout="constrained", squeeze=False)
+    for ax, split in zip(axes[:, 0], splits):
+        part = table[table["split"] == split].reset_index(drop=True)
+        y = np.arange(len(part))[::-1]
+        for yi, r in zip(y, part.itertuples()):
+            color = "tab:blue" if r.teacher == "SSL+SL" else "tab:orange"
+            ax.plot([r.low, r.high], [yi, yi], color=color, lw=2)
+            face = color if r.verdict == "holds" else "white"
+            ax.plot(r.gain, yi, "x" if r.verdict == "reversed" else "o", color=color, mfc=face, ms=6)
+        ax.axvline(0, color="0.4", lw=1)
+        ax.set_yticks(y, part["label"], fontsize=10)
+        ax.set_title(f"{split} % split", fontsize=11)
+        ax.tick_params(axis="x", labelsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1, 0].set_xlabel("gain over scratch (points)", fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig

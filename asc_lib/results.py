@@ -236,15 +236,74 @@ def claim_margins(seeds: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def claims_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Per claim: on how many seeds it holds (``"3/3"``), the margin's mean and sample standard deviation
-    over the seeds, and ``holds`` (True only when it holds on every seed)."""
+def claim_verdicts(predictions: dict, y_true, groups, n_classes: int, n_boot: int = 1000) -> pd.DataFrame:
+    """Every claim of :func:`claim_margins` on each training seed, by the book's one rule: the margin's 95 %
+    interval from the paired bootstrap over test locations (``groups``), every system and split of a seed
+    scored on the same resamples; ``holds`` when the interval lies above 0, ``reversed`` below it, ``not
+    resolved`` when it contains 0. ``predictions``: ``{(seed, system, split): predicted class per test clip}``.
+    Rows ``(claim, seed)``: ``margin, low, high, verdict``."""
+    rows = []
+    for seed in sorted({k[0] for k in predictions}):
+        keys = [k for k in predictions if k[0] == seed]
+        point = [100 * macro_accuracy(y_true, predictions[k], n_classes) for k in keys]
+        boot = bootstrap_macro(y_true, np.stack([predictions[k] for k in keys]), groups, n_classes, n_boot)
+        # the resamples stand in for seeds: claim_margins gives one row of margins per resample
+        long = pd.DataFrame({"system": np.repeat([k[1] for k in keys], n_boot),
+                             "split": np.repeat([k[2] for k in keys], n_boot),
+                             "seed": np.tile(np.arange(n_boot), len(keys)), "accuracy": boot.ravel()})
+        margins = claim_margins(pd.DataFrame({"system": [k[1] for k in keys], "split": [k[2] for k in keys],
+                                              "seed": seed, "accuracy": point})).iloc[0]
+        low, high = interval(claim_margins(long).to_numpy().T)
+        for claim, m, lo, hi in zip(margins.index, margins, low, high):
+            rows.append({"claim": claim, "seed": seed, "margin": m, "low": lo, "high": hi,
+                         "verdict": "holds" if lo > 0 else "reversed" if hi < 0 else "not resolved"})
+    return pd.DataFrame(rows).set_index(["claim", "seed"])
+
+
+def claims_table(seeds: pd.DataFrame, verdicts: pd.DataFrame | None) -> pd.DataFrame:
+    """Per claim, over the seeds of ``seeds`` (long: system, split, seed, accuracy): on how many seeds it
+    holds, is reversed and is not resolved by :func:`claim_verdicts` (``"3/3"``), the margin's mean and sample
+    standard deviation over the seeds, and ``holds``: True only when it holds on every seed. Without
+    ``verdicts`` (no predictions to test with) the counts say "not tested" and no claim holds."""
     margins = claim_margins(seeds)
-    held = (margins > 0).sum()
-    return pd.DataFrame({"seeds_holding": [f"{held[c]}/{len(margins)}" for c in margins],
+    n = len(margins)
+    if verdicts is None:  # no predictions (a profile without a seed study): margins only, no claim holds
+        return pd.DataFrame({"seeds_holding": "not tested", "seeds_reversed": "not tested",
+                             "seeds_not_resolved": "not tested", "margin_mean": margins.mean().to_numpy(),
+                             "margin_sd": margins.std(ddof=1).to_numpy(), "holds": False},
+                            index=pd.Index(margins.columns, name="claim"))
+    count = lambda c, v: int((verdicts.loc[c].verdict == v).sum())
+    if sorted(verdicts.index.get_level_values("seed").unique()) != sorted(margins.index):
+        raise ValueError(f"the verdicts are of seeds {sorted(verdicts.index.get_level_values('seed').unique())}, "
+                         f"the accuracies of seeds {sorted(margins.index)}")
+    return pd.DataFrame({"seeds_holding": [f"{count(c, 'holds')}/{n}" for c in margins],
+                         "seeds_reversed": [f"{count(c, 'reversed')}/{n}" for c in margins],
+                         "seeds_not_resolved": [f"{count(c, 'not resolved')}/{n}" for c in margins],
                          "margin_mean": margins.mean().to_numpy(), "margin_sd": margins.std(ddof=1).to_numpy(),
-                         "holds": (held == len(margins)).to_numpy()},
+                         "holds": [count(c, "holds") == n for c in margins]},
                         index=pd.Index(margins.columns, name="claim"))
+
+
+def save_predictions(path, predictions: dict, y_true, groups) -> Path:
+    """The seed study's predictions (``{(seed, system, split): classes}``), the test labels and locations, in
+    one compressed file (written whole or not at all): what :func:`claim_verdicts` needs again."""
+    path = Path(path)
+    arrays = {f"{seed}|{system}|{split}": np.asarray(p, dtype=np.int8) for (seed, system, split), p in predictions.items()}
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(tmp, y_true=np.asarray(y_true, dtype=np.int8), groups=np.asarray(groups).astype(str), **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def read_predictions(path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """:func:`save_predictions`' file: ``(predictions, y_true, groups)``."""
+    with np.load(path) as f:
+        preds = {}
+        for name in f.files:
+            if "|" in name:
+                seed, system, split = name.split("|")
+                preds[int(seed), system, int(split)] = f[name].astype(np.int64)
+        return preds, f["y_true"].astype(np.int64), f["groups"]
 
 
 def systems(teachers: pd.DataFrame, student: pd.DataFrame) -> pd.DataFrame:
@@ -372,3 +431,169 @@ def gains(preds: dict, scratch: dict, y_true, groups, n_classes: int, n_boot: in
         rows.append({"teacher": name, "split": split, "gain": v.margin, "low": v.low, "high": v.high,
                      "verdict": v.verdict})
     return pd.DataFrame(rows).set_index(["teacher", "split"])
+
+
+ABLATION_KEY = ["arm", "variant", "teacher", "split"]
+ABLATION_NUMBERS = ["gain", "low", "high", "student", "scratch", "teacher on its clips"]
+
+
+def read_ablation(folder) -> pd.DataFrame | None:
+    """``bench/kd_ablation.py``'s table in ``folder`` (``kd_ablation.csv``), checked whole: its columns, one
+    row per (arm, variant, teacher, split), no empty number, the same seeds on every row (in
+    ``attrs["seeds"]``); None when the folder has none (a chapter run into a folder of its own)."""
+    path = Path(folder) / "kd_ablation.csv"
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path)
+    redo = f"write it again with python bench/kd_ablation.py --csv {path}"
+    missing = [c for c in [*ABLATION_KEY, *ABLATION_NUMBERS, "verdict", "seeds holding", "gain by seed"]
+               if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: no column(s) {missing}; {redo}")
+    twice = table.duplicated(ABLATION_KEY, keep=False)
+    if twice.any():
+        raise ValueError(f"{path}: rows {[i + 2 for i in np.flatnonzero(twice)]} repeat an (arm, variant, teacher, "
+                         f"split); {redo}")
+    empty = table[ABLATION_NUMBERS].isna().any(axis=1)
+    if empty.any():
+        raise ValueError(f"{path}: an empty number on line(s) {[i + 2 for i in np.flatnonzero(empty)]}; {redo}")
+    seeds = {tuple(sorted(seed_gains(g))) for g in table["gain by seed"]}
+    if len(seeds) != 1:
+        raise ValueError(f"{path}: its rows are of different seeds {sorted(seeds)}; {redo}")
+    table.attrs["seeds"] = ", ".join(map(str, next(iter(seeds))))
+    table.attrs["path"] = str(path)
+    return table
+
+
+def seed_gains(text: str) -> dict:
+    """``"0:+1.20 1:-0.35"`` (the ablation's ``gain by seed``) -> ``{0: 1.2, 1: -0.35}``."""
+    return {int(s): float(g) for s, g in (part.split(":") for part in str(text).split())}
+
+
+def check_ablation_seed(ablation: pd.DataFrame | None, run: pd.DataFrame, seed: int, split: int) -> str:
+    """Check a chapter's own students against the ablation table's rows of the same seed: ``run`` is
+    :func:`gains`' table with rows ``("<variant>, <teacher>", split)`` (variant "oracle-repaired targets" or
+    "paper's recipe"). A table whose row disagrees is stale: an error says how to make it again."""
+    if ablation is None:
+        return ("no kd_ablation.csv in this run's results folder: the table is python bench/kd_ablation.py's "
+                "(the published one is in book/results)")
+    checked = 0
+    for (label, s), r in run.iterrows():
+        variant, teacher = label.split(", ", 1)
+        row = ablation[(ablation.variant == variant) & (ablation.teacher == teacher) & (ablation.split == s)]
+        gains_ = seed_gains(row["gain by seed"].iloc[0]) if len(row) else {}
+        if seed not in gains_:
+            return f"the ablation table has no seed-{seed} row for {variant} from {teacher} at {s} %: nothing to check"
+        if abs(gains_[seed] - r.gain) > 0.01:
+            raise ValueError(f"{ablation.attrs['path']} is stale: its seed-{seed} gain for {variant} from {teacher} "
+                             f"at {s} % is {gains_[seed]:+.2f} points, this run's {r.gain:+.2f}; run python "
+                             "bench/kd_ablation.py --csv book/results/kd_ablation.csv")
+        checked += 1
+    return f"the ablation table's seed-{seed} rows give this run's gains ({checked} rows checked, {split} % split)"
+
+
+ABLATION_SHORT = {"paper's recipe": "recipe", "oracle-repaired targets": "oracle", "last epoch": "last epoch",
+                  "consistent views (K=4)": "views K=4", "without SSL*": "recipe"}
+
+
+def ablation_labels(ablation: pd.DataFrame) -> pd.DataFrame:
+    """The ablation with a short ``label`` per row for a narrow figure: the change and the teacher
+    (ens3: all three teachers, ens2: SSL + SSL+SL)."""
+    from .teachers import TEACHERS, ensemble_name
+
+    who = {"SSL+SL": "SSL+SL", ensemble_name(TEACHERS): "ens3", ensemble_name(("SSL", "SSL+SL")): "ens2"}
+
+    def short(v: str) -> str:
+        if v in ABLATION_SHORT:
+            return ABLATION_SHORT[v]
+        return (v.replace("kd_lambda ", "λ ").replace("steps x0.25", "steps ×¼").replace("steps x", "steps ×")
+                .replace("SSL+SL after epoch ", "fit: epoch "))
+
+    return ablation.assign(label=[f"{short(r.variant)}, {who.get(r.teacher, r.teacher)}"
+                                  for r in ablation.itertuples()])
+
+
+def say_ablation(ablation: pd.DataFrame | None) -> str:
+    """What the ablation's table says, computed from it: per split, the paper's recipe and every arm that
+    holds or reverses on the seed-averaged paired interval, and the change that moves the gain most."""
+    if ablation is None:
+        return "No ablation table in this run's results folder."
+    lines = []
+    recipe = ablation[ablation.arm == "recipe"].set_index(["teacher", "split"]).gain
+    for split, part in ablation.groupby("split"):
+        base = part[part.arm == "recipe"]
+        said = [f"{r.teacher} {r.gain:+.1f} ({r.verdict}; holds on {r['seeds holding']} seeds)"
+                for _, r in base.iterrows()]
+        held = [f"{r.variant} from {r.teacher} ({r.gain:+.1f})" for _, r in part.iterrows()
+                if r.verdict == "holds" and r.arm != "recipe"]
+        reversed_ = [f"{r.variant} from {r.teacher} ({r.gain:+.1f})" for _, r in part.iterrows()
+                     if r.verdict == "reversed" and r.arm != "recipe"]
+        lines.append(f"- **{split} %.** The paper's recipe: {'; '.join(said)}. Gains that hold: "
+                     f"{', '.join(held) or 'none'}. Gains below zero: {', '.join(reversed_) or 'none'}.")
+    moved = ablation[ablation.arm != "recipe"].copy()
+    moved = moved[[(t, s) in recipe.index for t, s in zip(moved.teacher, moved.split)]]
+    if len(moved):
+        moved["change"] = [g - recipe[t, s] for g, t, s in zip(moved.gain, moved.teacher, moved.split)]
+        by_arm = moved.groupby("variant").change.mean().sort_values()
+        lines.append(f"- **Against the recipe**, averaged over its teachers and splits, the change that raises the "
+                     f"gain most is *{by_arm.index[-1]}* ({by_arm.iloc[-1]:+.1f} points) and the one that lowers it "
+                     f"most *{by_arm.index[0]}* ({by_arm.iloc[0]:+.1f}); seeds {ablation.attrs['seeds']}.")
+    return "\n".join(lines)
+
+
+def explain_failures(claims: pd.DataFrame, seeds: pd.DataFrame, ablation: pd.DataFrame | None) -> str:
+    """One short Markdown paragraph per claim that does not hold on every seed: its evidence from the seed
+    study (means over the seeds) and, for distillation and the ensemble, from the ablation's table
+    (``bench/kd_ablation.py``), then its verdict. Computed, so it says what the numbers say."""
+    m = seeds.groupby(["system", "split"]).accuracy.mean().unstack("split")
+    T = lambda n: m.loc[f"teacher: {n}"]
+    members = ["SSL*", "SSL", "SSL+SL"]
+    means = {n: T(n).mean() for n in members}
+    best, weakest = max(means, key=means.get), min(means, key=means.get)
+    scratch = m.loc["student: from scratch"]
+
+    def verdict(c):
+        r = claims.loc[c]
+        return (f"**Verdict:** holds on {r.seeds_holding} seeds, reversed on {r.seeds_reversed}, not resolved on "
+                f"{r.seeds_not_resolved}; margin {r.margin_mean:+.1f} ± {r.margin_sd:.1f} points over the seeds.")
+
+    def arms(teacher):  # the ablation's rows for this teacher: the recipe's gain, and the arm that moves it most
+        if ablation is None:
+            return " The ablation's table is not in this folder."
+        part = ablation[ablation.teacher == teacher]
+        if part.empty:
+            return ""
+        out = []
+        for split, rows in part.groupby("split"):
+            base = rows[rows.arm == "recipe"]
+            if base.empty:
+                continue
+            g0 = base.gain.iloc[0]
+            top = rows[rows.arm != "recipe"].sort_values("gain").iloc[-1]
+            out.append(f"at {split} % the paper's recipe gains {g0:+.1f} points ({base.verdict.iloc[0]}) and the "
+                       f"best single change, *{top.variant}*, {top.gain:+.1f} ({top.verdict}; holds on "
+                       f"{top['seeds holding']} seeds)")
+        return (" In the ablation (seeds " + ablation.attrs.get("seeds", "?") + "), " + "; ".join(out) + ".") if out else ""
+
+    paragraphs = []
+    for c in claims.index[~claims.holds.astype(bool)]:
+        if c.startswith("the three-teacher ensemble"):
+            without = T(f"ensemble {' + '.join(n for n in members if n != weakest)}").mean() - means[best]
+            whole = T(f"ensemble {' + '.join(members)}").mean() - means[best]
+            why = (f"its weakest member, {weakest}, averages {means[weakest]:.1f} % against {best}'s "
+                   f"{means[best]:.1f} %. The ensemble of all three is {whole:+.1f} points from {best}; without "
+                   f"{weakest} it is {without:+.1f}, "
+                   + ("so the weak member is not the whole reason: the claim fails either way."
+                      if without <= 0 else f"so leaving {weakest} out is what the ensemble needs here."))
+            paragraphs.append(f"**{c}.** Evidence: {why} {verdict(c)}")
+        elif c.startswith("distillation from"):
+            teacher = "SSL+SL" if "SSL+SL" in c else ENSEMBLE.removeprefix("ensemble ")
+            student = "student: KD from SSL+SL" if teacher == "SSL+SL" else SUBMISSION
+            acc, kd = T(teacher if teacher == "SSL+SL" else f"ensemble {teacher}"), m.loc[student]
+            split_lines = ", ".join(f"{s} %: teacher {acc[s]:.1f}, scratch {scratch[s]:.1f}, distilled {kd[s]:.1f}"
+                                    for s in m.columns)
+            paragraphs.append(f"**{c}.** Evidence (means over the seeds, %): {split_lines}."
+                              f"{arms(teacher)} {verdict(c)}")
+        else:
+            paragraphs.append(f"**{c}.** {verdict(c)}")
+    return "\n\n".join(paragraphs) if paragraphs else "Every claim holds on every seed."

@@ -173,3 +173,24 @@ def test_every_rerun_hint_is_accepted_by_the_runner(tmp_path, monkeypatch):
         assert ran and all(dest.parent == tmp_path / str(n) for dest, _ in ran), hint
         for name, value in [(args[k + 1], book.parse_value(args[k + 2])) for k, a in enumerate(args) if a == "-p"]:
             assert any(name in params and params[name] == value for _, params in ran), (hint, name)  # 2 == 2.0
+
+
+@pytest.mark.parametrize("folder", ["chapters", "book"])
+def test_the_student_log_mel_is_credited_as_the_complexity_table_has_it(folder):
+    """The student's log-mel (pre-emphasis, 64 frames) is CP-JKU 2023's, which the authors use; the
+    DCASE2024 baseline's has no pre-emphasis and 65 frames, as complexity.csv's input shapes say. No
+    sentence may credit the baseline with pre-emphasis or with the student's frame count."""
+    import pandas as pd
+
+    table = pd.read_csv(ROOT / "book" / "results" / "complexity.csv", index_col=0)
+    frames = {row.input: int(row.input_shape.strip("()").split(",")[-1]) for row in table.itertuples()}
+    student = frames["512 mels (the authors)"]
+    baseline = next(n for name, n in frames.items() if name.endswith("(its input)"))
+    assert (student, baseline) == (64, 65)
+    for path in sorted((ROOT / folder).glob("[0-9]*.ipynb")):
+        text = " ".join(c.source for c in _read(path).cells if c.cell_type == "markdown")
+        for sentence in re.split(r"(?<=[.!?])\s+", re.sub(r"\s+", " ", text)):
+            if "DCASE2024 baseline" not in sentence:
+                continue
+            assert "pre-emphasis" not in sentence or "no pre-emphasis" in sentence, (path.name, sentence)
+            assert f"{student} frames" not in sentence or f"{baseline}" in sentence, (path.name, sentence)
