@@ -2,9 +2,43 @@
 
 from __future__ import annotations
 
+import os
+
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
+from matplotlib.backend_bases import FigureCanvasBase
+from matplotlib.text import Text
+
+MIN_FONT_KEY = "asc-min-font-px"  # a PNG text chunk: the figure's smallest text, in pixels of the PNG
+
+
+def smallest_font_px(fig, dpi: float) -> float | None:
+    """The size (pixels at ``dpi``) of the smallest visible, non-empty text of ``fig``; None if it has none."""
+    fig.draw_without_rendering()  # tick labels get their text when the figure is laid out
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    return min(sizes) * dpi / 72 if sizes else None
+
+
+def _print_figure_with_font_size(print_figure):
+    """Every PNG a figure is saved to (the notebook's inline images too) carries :data:`MIN_FONT_KEY`, so
+    that the site check can tell how large the figure's smallest text is where the page shows it."""
+    def wrapped(self, filename, *args, **kwargs):
+        fmt = kwargs.get("format")
+        if fmt is None and isinstance(filename, (str, os.PathLike)):
+            fmt = os.path.splitext(os.fspath(filename))[1].lstrip(".") or plt.rcParams["savefig.format"]
+        if str(fmt).lower() == "png":
+            dpi = kwargs.get("dpi") or self.figure.dpi
+            px = smallest_font_px(self.figure, dpi if isinstance(dpi, (int, float)) else self.figure.dpi)
+            if px is not None:
+                kwargs["metadata"] = {**(kwargs.get("metadata") or {}), MIN_FONT_KEY: f"{px:.2f}"}
+        return print_figure(self, filename, *args, **kwargs)
+    wrapped.asc_wrapped = True
+    return wrapped
+
+
+if not getattr(FigureCanvasBase.print_figure, "asc_wrapped", False):
+    FigureCanvasBase.print_figure = _print_figure_with_font_size(FigureCanvasBase.print_figure)
 
 
 def spectrograms(specs, titles, hop_seconds: float, ncols: int = 3):

@@ -597,3 +597,33 @@ def explain_failures(claims: pd.DataFrame, seeds: pd.DataFrame, ablation: pd.Dat
         else:
             paragraphs.append(f"**{c}.** {verdict(c)}")
     return "\n\n".join(paragraphs) if paragraphs else "Every claim holds on every seed."
+
+
+def curve_contract(seeds: pd.DataFrame, tolerance: float | None = None) -> pd.DataFrame:
+    """The twin's learning-curve contract checked on the seed study: per split, the student alone's mean
+    over the seeds, each seed's accuracy, the DCASE2024 baseline's on TAU22, and whether the mean is within
+    ``tolerance`` points of it (default: the data chapter's :data:`asc_lib.data.difficulty.TOLERANCE`)."""
+    from . import paper
+    from .data.difficulty import TOLERANCE
+
+    tolerance = TOLERANCE if tolerance is None else tolerance
+    alone = seeds[seeds.system == "student: from scratch"].pivot(index="split", columns="seed", values="accuracy")
+    out = pd.DataFrame({"seed mean": alone.mean(axis=1), "seeds": alone.apply(
+        lambda r: " / ".join(f"{v:.1f}" for v in r), axis=1),
+        "baseline (TAU22)": [paper.BASELINE_ACC[int(s)] for s in alone.index]}, index=alone.index)
+    out["difference"] = out["seed mean"] - out["baseline (TAU22)"]
+    out["within"] = out["difference"].abs() <= tolerance
+    return out
+
+
+def say_contract(contract: pd.DataFrame, tolerance: float | None = None) -> str:
+    """One sentence from :func:`curve_contract`: met at every split, or where not."""
+    from .data.difficulty import TOLERANCE
+
+    tolerance = TOLERANCE if tolerance is None else tolerance
+    missed = contract[~contract.within]
+    head = (f"On the mean of the seeds, the student alone is within {tolerance:.0f} points of the baseline's "
+            f"learning curve at every split" if missed.empty else
+            f"On the mean of the seeds, the student alone misses the contract ({tolerance:.0f} points of the "
+            "baseline's learning curve) at " + ", ".join(f"{s} % ({r.difference:+.1f})" for s, r in missed.iterrows()))
+    return head + " (" + "; ".join(f"{s} %: {r['seed mean']:.1f}, seeds {r.seeds}" for s, r in contract.iterrows()) + ")."

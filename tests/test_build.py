@@ -155,3 +155,14 @@ def test_the_best_ensemble_exercise_answers_from_the_teachers_table(html):
     assert (f"the best ensemble is {span(best_ens.removeprefix('ensemble '))}, with a mean of "
             f"{span(f'{ensembles.max():.1f}')}") in page
     assert f"it {span(verdict)} the best single teacher, {span(best_one)} ({span(f'{table[best_one]:.1f}')} %)" in page
+
+
+@pytest.mark.slow
+def test_pages_load_no_script_from_another_host_and_mathjax_from_the_build(html):
+    """Equations loaded MathJax from a CDN: offline they showed raw TeX. book/_ext/mathjax_local.py serves
+    it from the build (the sphinx-mathjax-offline package's files)."""
+    for page in html.rglob("*.html"):
+        assert not re.search(r'<script[^>]*src="(https?:)?//', page.read_text()), page
+    assert 'src="../_static/mathjax/tex-chtml.js"' in (html / "book" / "05_student.html").read_text()
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    assert list((html / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
