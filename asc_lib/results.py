@@ -385,12 +385,13 @@ def longer_training(conv: pd.DataFrame, chapters: pd.DataFrame, path) -> tuple[p
 
 def miniature(student_alone: dict, split_seconds: dict, pool_seconds: float, pool_devices: str,
               pool_scene_like: float, teacher_params: int, student_params: int, teacher_fit: dict | None = None,
-              teacher_passes: dict | None = None) -> pd.DataFrame:
+              teacher_passes: dict | None = None, student_passes: dict | None = None) -> pd.DataFrame:
     """The proportions that decide the paper's mechanism, the miniature's beside the real setting's:
     ``quantity, ci, real`` (strings: each row says its own unit). ``student_alone``: {split: TF-SepNet from
     scratch, test macro %}; ``split_seconds``: {split: seconds of labelled audio}; ``teacher_fit``:
     {(teacher, split): accuracy % on the clips it teaches}; ``teacher_passes``: {split: passes over its
-    training clips} (the data chapter, which trains no teacher, leaves both out)."""
+    training clips} (the data chapter, which trains no teacher, leaves both out); ``student_passes``: the
+    same for the students (the real recipe: 150 epochs)."""
     from . import paper
 
     real_split = {s: n for s, n in paper.TRAIN_CLIPS.items()}  # 1 s clips
@@ -414,6 +415,9 @@ def miniature(student_alone: dict, split_seconds: dict, pool_seconds: float, poo
     for s, p in (teacher_passes or {}).items():
         rows.append((f"teacher fine-tuning, {s} % split (passes over its clips)", f"{p:.1f}",
                      f"{paper.TEACHER_EPOCHS} epochs"))
+    for s, p in (student_passes or {}).items():
+        rows.append((f"student training, {s} % split (passes over its clips)", f"{p:.1f}",
+                     f"{paper.STUDENT_EPOCHS} epochs"))
     for (t, s), a in (teacher_fit or {}).items():
         rows.append((f"teacher {t}, {s} %: accuracy on the clips it teaches (%)", f"{a:.1f}",
                      f"unknown (fitted: {paper.TEACHER_EPOCHS} epochs)"))
