@@ -210,3 +210,20 @@ def test_the_learning_curve_contract_is_said_on_the_seed_mean():
     for folder in ("chapters", "book"):
         text = " ".join(c.source for c in _read(ROOT / folder / "02_data.ipynb").cells if c.cell_type == "markdown")
         assert "learning curve at every split" not in re.sub(r"\s+", " ", text), folder
+
+
+def test_the_clips_a_teacher_teaches_leave_out_the_recordings_it_held_out():
+    """The student chapter's "accuracy on the clips it teaches" counted the whole split, the held-out
+    validation clips (which the student never sees) included: it now counts fewer clips than the split
+    has (data.csv's count), and the chapter checks each value against the student's own record."""
+    import pandas as pd
+
+    sizes = pd.read_csv(ROOT / "book" / "results" / "data.csv", index_col=0)["clips"]
+    nb = _read(ROOT / "book" / "05_student.ipynb")
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "clips taught" in c.source)
+    assert 'students[t, s]["teacher_on_its_clips"]' in cell.source
+    printed = "".join(o.get("text", "") for o in cell.outputs)
+    counts = re.findall(r"(\d+) %: (\d+) of (\d+)", printed.split("clips taught: ", 1)[-1])
+    assert counts, printed
+    for split, taught, whole in counts:
+        assert int(whole) == sizes[f"{split} %"] and int(taught) < int(whole), (split, taught, whole)
