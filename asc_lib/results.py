@@ -528,12 +528,12 @@ def say_ablation(ablation: pd.DataFrame | None) -> str:
         base = part[part.arm == "recipe"]
         said = [f"{r.teacher} {r.gain:+.1f} ({r.verdict}; holds on {r['seeds holding']} seeds)"
                 for _, r in base.iterrows()]
-        held = [f"{r.variant} from {r.teacher} ({r.gain:+.1f})" for _, r in part.iterrows()
-                if r.verdict == "holds" and r.arm != "recipe"]
-        reversed_ = [f"{r.variant} from {r.teacher} ({r.gain:+.1f})" for _, r in part.iterrows()
-                     if r.verdict == "reversed" and r.arm != "recipe"]
-        lines.append(f"- **{split} %.** The paper's recipe: {'; '.join(said)}. Gains that hold: "
-                     f"{', '.join(held) or 'none'}. Gains below zero: {', '.join(reversed_) or 'none'}.")
+        said_row = lambda r: f"{r.variant} from {r.teacher} ({r.gain:+.1f}: {r.student:.1f} % against {r.scratch:.1f} %)"
+        held = [said_row(r) for _, r in part.iterrows() if r.verdict == "holds" and r.arm != "recipe"]
+        reversed_ = [said_row(r) for _, r in part.iterrows() if r.verdict == "reversed" and r.arm != "recipe"]
+        lines.append(f"- **{split} %.** The paper's recipe: {'; '.join(said)}. Gains that hold (the distilled "
+                     f"student against the student from scratch trained as long): {', '.join(held) or 'none'}. "
+                     f"Gains below zero: {', '.join(reversed_) or 'none'}.")
     moved = ablation[ablation.arm != "recipe"].copy()
     moved = moved[[(t, s) in recipe.index for t, s in zip(moved.teacher, moved.split)]]
     if len(moved):
