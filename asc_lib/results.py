@@ -534,15 +534,25 @@ def say_ablation(ablation: pd.DataFrame | None) -> str:
         lines.append(f"- **{split} %.** The paper's recipe: {'; '.join(said)}. Gains that hold (the distilled "
                      f"student against the student from scratch trained as long): {', '.join(held) or 'none'}. "
                      f"Gains below zero: {', '.join(reversed_) or 'none'}.")
+    headline = ablation_headline(ablation)
+    if headline:
+        lines.append(f"- **Against the recipe**, {headline}.")
+    return "\n".join(lines)
+
+
+def ablation_headline(ablation: pd.DataFrame) -> str:
+    """One plain sentence from the ablation: against the paper's recipe, averaged over its teachers and
+    splits, the change that raises the student's gain most and the one that lowers it most."""
+    recipe = ablation[ablation.arm == "recipe"].set_index(["teacher", "split"]).gain
     moved = ablation[ablation.arm != "recipe"].copy()
     moved = moved[[(t, s) in recipe.index for t, s in zip(moved.teacher, moved.split)]]
-    if len(moved):
-        moved["change"] = [g - recipe[t, s] for g, t, s in zip(moved.gain, moved.teacher, moved.split)]
-        by_arm = moved.groupby("variant").change.mean().sort_values()
-        lines.append(f"- **Against the recipe**, averaged over its teachers and splits, the change that raises the "
-                     f"gain most is *{by_arm.index[-1]}* ({by_arm.iloc[-1]:+.1f} points) and the one that lowers it "
-                     f"most *{by_arm.index[0]}* ({by_arm.iloc[0]:+.1f}); seeds {ablation.attrs['seeds']}.")
-    return "\n".join(lines)
+    if moved.empty:
+        return ""
+    moved["change"] = [g - recipe[t, s] for g, t, s in zip(moved.gain, moved.teacher, moved.split)]
+    by_arm = moved.groupby("variant").change.mean().sort_values()
+    return (f"averaged over its teachers and splits, the change that raises the student's gain most is "
+            f"{by_arm.index[-1]} ({by_arm.iloc[-1]:+.1f} points) and the one that lowers it most "
+            f"{by_arm.index[0]} ({by_arm.iloc[0]:+.1f}); seeds {ablation.attrs['seeds']}")
 
 
 def explain_failures(claims: pd.DataFrame, seeds: pd.DataFrame, ablation: pd.DataFrame | None) -> str:
