@@ -523,7 +523,6 @@ def say_ablation(ablation: pd.DataFrame | None) -> str:
     if ablation is None:
         return "No ablation table in this run's results folder."
     lines = []
-    recipe = ablation[ablation.arm == "recipe"].set_index(["teacher", "split"]).gain
     for split, part in ablation.groupby("split"):
         base = part[part.arm == "recipe"]
         said = [f"{r.teacher} {r.gain:+.1f} ({r.verdict}; holds on {r['seeds holding']} seeds)"
