@@ -266,8 +266,8 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
                     "test_acc": 100 * macro_accuracy(y_mon, test.argmax(1), len(SCENES))}
 
         out = train(model, step_loss, len(train_part), recipe, device=dev, seed=seed, evaluate=evaluate,
-                    select=None if settings.keep == "last" else "val_loss", mode="min", workdir=folder, key=key, desc=f"{strategy} {split} %",
-                    progress=progress, log=lambda line: print(f"  {strategy:>7} {split:>3} %  {line}"))
+                    select=None if settings.keep == "last" else "val_loss", mode="min", workdir=folder, key=key,
+                    desc=f"{strategy} {split} %", progress=progress, log=lambda line: print(f"  {strategy:>7} {split:>3} %  {line}"))
         history, best = out["history"], out["best_epoch"]
         val_best = 1 + int(np.argmin([h["val_loss"] for h in history]))  # the kept epoch unless keep="last"
         # a resumed run scored only the epochs after its resume: they are the last len(monitored) epochs
