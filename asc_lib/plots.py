@@ -277,8 +277,10 @@ def layer_chain(layers, title: str = ""):
 def ablation(table, title: str = ""):
     """The distillation ablation (``bench/kd_ablation.py``'s table, with a short ``label`` per row): each
     arm's gain over the student from scratch with its 95 % interval, one panel per split, stacked and narrow
-    so that a phone shows it at a readable size; filled: the interval holds, open: not resolved, a cross:
-    reversed. Blue: the single teacher SSL+SL; orange: an ensemble."""
+    so that a phone shows it at a readable size; the bar: the seed mean's interval over test locations;
+    grey dots: each seed's gain; filled: holds on every seed, a cross: reversed on every seed, open:
+    otherwise. Blue: the single teacher SSL+SL; orange: an ensemble."""
+    from .results import seed_gains
     splits = sorted(table["split"].unique())
     n = max(len(table[table["split"] == s]) for s in splits)
     fig, axes = plt.subplots(len(splits), 1, figsize=(4.2, 0.9 + 0.26 * n * len(splits)), sharex=True,
@@ -286,11 +288,15 @@ def ablation(table, title: str = ""):
     for ax, split in zip(axes[:, 0], splits):
         part = table[table["split"] == split].reset_index(drop=True)
         y = np.arange(len(part))[::-1]
-        for yi, r in zip(y, part.itertuples()):
+        for yi, (_, r) in zip(y, part.iterrows()):
             color = "tab:blue" if r.teacher == "SSL+SL" else "tab:orange"
             ax.plot([r.low, r.high], [yi, yi], color=color, lw=2)
-            face = color if r.verdict == "holds" else "white"
-            ax.plot(r.gain, yi, "x" if r.verdict == "reversed" else "o", color=color, mfc=face, ms=6)
+            each = list(seed_gains(r["gain by seed"]).values())
+            ax.plot(each, [yi] * len(each), ".", color="0.45", ms=4)
+            every = f"{len(each)}/{len(each)}"
+            face = color if r["seeds holding"] == every else "white"
+            lost = r["seeds reversed"] == every
+            ax.plot(r.gain, yi, "x" if lost else "o", color=color, mfc=face, ms=6)
         ax.axvline(0, color="0.4", lw=1)
         ax.set_yticks(y, part["label"], fontsize=10)
         ax.set_title(f"{split} % split", fontsize=11)

@@ -450,7 +450,8 @@ def read_ablation(folder) -> pd.DataFrame | None:
         return None
     table = pd.read_csv(path)
     redo = f"write it again with python bench/kd_ablation.py --csv {path}"
-    missing = [c for c in [*ABLATION_KEY, *ABLATION_NUMBERS, "verdict", "seeds holding", "gain by seed"]
+    missing = [c for c in [*ABLATION_KEY, *ABLATION_NUMBERS, "verdict", "seeds holding", "seeds reversed",
+                              "gain by seed"]
                if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: no column(s) {missing}; {redo}")
@@ -518,21 +519,40 @@ def ablation_labels(ablation: pd.DataFrame) -> pd.DataFrame:
 
 
 def say_ablation(ablation: pd.DataFrame | None) -> str:
-    """What the ablation's table says, computed from it: per split, the paper's recipe and every arm that
-    holds or reverses on the seed-averaged paired interval, and the change that moves the gain most."""
+    """What the ablation's table says, computed from it, with the book's one rule (a change holds only if
+    it holds on every seed): per split, the paper's recipe; the changes that hold, and that reverse, on
+    every seed; those whose seed-mean interval alone lies above or below zero; and the change that moves
+    the gain most."""
     if ablation is None:
         return "No ablation table in this run's results folder."
+    n = len(ablation.attrs["seeds"].split(", "))
+    every = f"{n}/{n}"
+
+    def said(r, count="holds") -> str:
+        return (f"{r.variant} from {r.teacher} ({r.gain:+.1f}: {r.student:.1f} % against {r.scratch:.1f} %; "
+                f"{count} on {r['seeds ' + ('holding' if count == 'holds' else count)]} seeds)")
+
     lines = []
     for split, part in ablation.groupby("split"):
-        base = part[part.arm == "recipe"]
-        said = [f"{r.teacher} {r.gain:+.1f} ({r.verdict}; holds on {r['seeds holding']} seeds)"
-                for _, r in base.iterrows()]
-        said_row = lambda r: f"{r.variant} from {r.teacher} ({r.gain:+.1f}: {r.student:.1f} % against {r.scratch:.1f} %)"
-        held = [said_row(r) for _, r in part.iterrows() if r.verdict == "holds" and r.arm != "recipe"]
-        reversed_ = [said_row(r) for _, r in part.iterrows() if r.verdict == "reversed" and r.arm != "recipe"]
-        lines.append(f"- **{split} %.** The paper's recipe: {'; '.join(said)}. Gains that hold (the distilled "
-                     f"student against the student from scratch trained as long): {', '.join(held) or 'none'}. "
-                     f"Gains below zero: {', '.join(reversed_) or 'none'}.")
+        base = [f"{r.teacher} {r.gain:+.1f} (holds on {r['seeds holding']} seeds, reversed on "
+                f"{r['seeds reversed']}; seed mean: {r.verdict})" for _, r in part[part.arm == "recipe"].iterrows()]
+        arms = part[part.arm != "recipe"]
+        held = arms["seeds holding"] == every
+        lost = arms["seeds reversed"] == every
+        above = (arms.verdict == "holds") & ~held
+        below = (arms.verdict == "reversed") & ~lost
+        name = lambda mask, count="holds": ", ".join(said(r, count) for _, r in arms[mask].iterrows()) or "none"
+        lines.append(f"- **{split} %.** The paper's recipe: {'; '.join(base)}. Changes whose gain (the distilled "
+                     f"student against the student from scratch trained as long) holds on every seed: "
+                     f"{name(held)}. Reversed on every seed: {name(lost, 'reversed')}. Above zero on the seed mean "
+                     f"only: {name(above)}. Below zero on the seed mean only: {name(below, 'reversed')}.")
+    spread = [np.std(list(seed_gains(g).values()), ddof=1) for g in ablation["gain by seed"]] if n > 1 else []
+    if spread:
+        lines.append(f"- **Noise.** The same row's gain differs between seeds by a standard deviation of "
+                     f"{np.median(spread):.1f} points (median over the rows; {min(spread):.1f} to "
+                     f"{max(spread):.1f}), so a row's gain, a mean over {n} seeds, carries a standard error of about "
+                     f"{np.median(spread) / np.sqrt(n):.1f} points from the training seed alone, which its interval "
+                     "(over test locations) does not include.")
     headline = ablation_headline(ablation)
     if headline:
         lines.append(f"- **Against the recipe**, {headline}.")
@@ -583,9 +603,10 @@ def explain_failures(claims: pd.DataFrame, seeds: pd.DataFrame, ablation: pd.Dat
                 continue
             g0 = base.gain.iloc[0]
             top = rows[rows.arm != "recipe"].sort_values("gain").iloc[-1]
-            out.append(f"at {split} % the paper's recipe gains {g0:+.1f} points ({base.verdict.iloc[0]}) and the "
-                       f"best single change, *{top.variant}*, {top.gain:+.1f} ({top.verdict}; holds on "
-                       f"{top['seeds holding']} seeds)")
+            out.append(f"at {split} % the paper's recipe gains {g0:+.1f} points (holds on "
+                       f"{base['seeds holding'].iloc[0]} seeds) and the change that gains most, *{top.variant}*, "
+                       f"{top.gain:+.1f} ({top.student:.1f} % against a student from scratch of {top.scratch:.1f} %; "
+                       f"holds on {top['seeds holding']} seeds)")
         return (" In the ablation (seeds " + ablation.attrs.get("seeds", "?") + "), " + "; ".join(out) + ".") if out else ""
 
     paragraphs = []
