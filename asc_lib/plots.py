@@ -249,10 +249,18 @@ def seed_curves(seeds, systems, references: dict | None = None, title: str = "")
 
 
 def heatmap(table, title: str = "", fmt: str = ".1f", cmap: str = "viridis"):
-    """A table of numbers (rows x columns) as an annotated heatmap."""
-    fig, ax = plt.subplots(figsize=(WIDTH, 0.9 + 0.42 * table.shape[0]), layout="constrained")
-    sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, cbar=False, annot_kws={"fontsize": 9.5}, ax=ax)
-    ax.set(title=title, ylabel="")
+    """A table of numbers (rows x columns) as an annotated heatmap; long row labels are wrapped so that the
+    figure keeps the column's width (a wider one is shrunk on a phone, and its numbers with it)."""
+    import textwrap
+
+    labels = [textwrap.fill(str(r), 16) for r in table.index]
+    lines = sum(max(1, label.count("\n") + 1) for label in labels)
+    fig, ax = plt.subplots(figsize=(WIDTH, 0.9 + 0.24 * lines + 0.18 * len(labels)), layout="constrained")
+    sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, cbar=False, annot_kws={"fontsize": 9.5}, ax=ax,
+                yticklabels=labels)
+    ax.tick_params(axis="y", rotation=0)
+    ax.set(ylabel="")
+    ax.set_title(textwrap.fill(title, 52))
     return fig
 
 

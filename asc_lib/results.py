@@ -618,7 +618,12 @@ def explain_failures(claims: pd.DataFrame, seeds: pd.DataFrame, ablation: pd.Dat
                    f"{means[best]:.1f} %. The ensemble of all three is {whole:+.1f} points from {best}; without "
                    f"{weakest} it is {without:+.1f}, "
                    + ("so the weak member is not the whole reason: the claim fails either way."
-                      if without <= 0 else f"so leaving {weakest} out is what the ensemble needs here."))
+                      if without <= 0 else
+                      f"so {weakest} accounts for the loss: without it the ensemble is level with {best} on the seed "
+                      "mean (a difference this study does not test), not above it."
+                      if without < 1 else
+                      f"so leaving {weakest} out puts the ensemble above {best} on the seed mean (a difference this "
+                      "study does not test)."))
             paragraphs.append(f"**{c}.** Evidence: {why} {verdict(c)}")
         elif c.startswith("distillation from"):
             teacher = "SSL+SL" if "SSL+SL" in c else ENSEMBLE.removeprefix("ensemble ")

@@ -515,6 +515,9 @@ def test_each_failed_claim_gets_its_evidence_then_its_verdict():
     assert len(parts) == 2 and all("**Verdict:**" in p for p in parts)
     assert parts[0].startswith("**the three-teacher ensemble") and "the claim fails either way" in parts[0]
     assert "without SSL* it is -3.0" in parts[0]  # 39 against SSL+SL's mean of 42 (44 at 5 %, 40 at 100 %)
+    level = seeds.assign(accuracy=seeds.accuracy.where(seeds.system != "teacher: ensemble SSL + SSL+SL", 42.5))
+    first = results.explain_failures(claims, level, ablation).split("\n\n")[0]
+    assert "without SSL* it is +0.5, so SSL* accounts for the loss" in first and "level with SSL+SL" in first
     assert "gains -1.0 points (holds on 0/3 seeds)" in parts[1]
     assert "*oracle-repaired targets*, +3.0 (43.0 % against a student from scratch of 40.0 %; holds on 2/3" in parts[1]
     assert "holds on 1/3 seeds, reversed on 0/3, not resolved on 2/3" in parts[1]
