@@ -304,13 +304,16 @@ def int8_speed(manifest: dict, calibration: torch.Tensor, x: torch.Tensor) -> li
     return cpu_speed(model, quantize_int8(model, calibration, batch=len(x)), x)
 
 
-def int8_check(manifest: dict, calibration: torch.Tensor, test_x: torch.Tensor, y_test) -> dict:
+def int8_check(manifest: dict, calibration: torch.Tensor, test_x: torch.Tensor, y_test, predictions: bool = False):
     """Quantise a trained student to INT8 (calibrated on ``calibration`` log-mels), run it on the CPU over
     ``test_x`` and compare: float32 and INT8 test macro accuracy (%), the change, and the parameter memory
-    by the challenge's count (1 byte per parameter) and as the INT8 model stores it."""
+    by the challenge's count (1 byte per parameter) and as the INT8 model stores it. With ``predictions``:
+    ``(that dict, the INT8 model's class for each test clip)`` (the seed study's paired verdicts)."""
     model = load_student(manifest)
     qmodel = quantize_int8(model, calibration)
-    acc = 100 * macro_accuracy(y_test, int8_logits(qmodel, test_x).argmax(1).numpy(), len(SCENES))
-    return {"float32 accuracy": manifest["test"]["macro"], "INT8 accuracy": acc,
-            "change (points)": acc - manifest["test"]["macro"], "bytes (params x 1)": param_bytes(model),
-            "bytes (all INT8 storage)": int8_param_bytes(qmodel)}
+    pred = int8_logits(qmodel, test_x).argmax(1).numpy()
+    acc = 100 * macro_accuracy(y_test, pred, len(SCENES))
+    out = {"float32 accuracy": manifest["test"]["macro"], "INT8 accuracy": acc,
+           "change (points)": acc - manifest["test"]["macro"], "bytes (params x 1)": param_bytes(model),
+           "bytes (all INT8 storage)": int8_param_bytes(qmodel)}
+    return (out, pred) if predictions else out

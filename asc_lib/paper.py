@@ -21,3 +21,4 @@ AS2M_SECONDS = 10 * AS2M_CLIPS
 AS2M_CLASSES = 527
 BEATS_PARAMS = 90_000_000  # BEATs (about 90 M parameters)
 TEACHER_EPOCHS = 30  # the authors' teachers are fine-tuned for 30 epochs
+STUDENT_EPOCHS = 150  # the authors train TF-SepNet for 150 epochs on every split

@@ -89,10 +89,10 @@ def estimate(profile: Profile, sizes: dict, n_test: int, t: dict, student_sizes:
     epoch, the selected weights' test and split logits."""
     T, S = profile.teachers, profile.student
     teach = stud = 0.0
-    for n in sizes.values():
+    for split, n in sizes.items():
         n_train = round(n * (1 - T.val_fraction))
         for k in STRATEGIES:
-            recipe = recipe_of(k, T, n_train)
+            recipe = recipe_of(k, T, n_train, split)
             per_epoch = recipe.steps_per_epoch or math.ceil(n_train / recipe.batch_size)
             scored = recipe.epochs * (n - n_train + T.test_monitor * n_test) + n_test + n
             if "forward" in t:

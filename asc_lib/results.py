@@ -236,15 +236,74 @@ def claim_margins(seeds: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def claims_table(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Per claim: on how many seeds it holds (``"3/3"``), the margin's mean and sample standard deviation
-    over the seeds, and ``holds`` (True only when it holds on every seed)."""
+def claim_verdicts(predictions: dict, y_true, groups, n_classes: int, n_boot: int = 1000) -> pd.DataFrame:
+    """Every claim of :func:`claim_margins` on each training seed, by the book's one rule: the margin's 95 %
+    interval from the paired bootstrap over test locations (``groups``), every system and split of a seed
+    scored on the same resamples; ``holds`` when the interval lies above 0, ``reversed`` below it, ``not
+    resolved`` when it contains 0. ``predictions``: ``{(seed, system, split): predicted class per test clip}``.
+    Rows ``(claim, seed)``: ``margin, low, high, verdict``."""
+    rows = []
+    for seed in sorted({k[0] for k in predictions}):
+        keys = [k for k in predictions if k[0] == seed]
+        point = [100 * macro_accuracy(y_true, predictions[k], n_classes) for k in keys]
+        boot = bootstrap_macro(y_true, np.stack([predictions[k] for k in keys]), groups, n_classes, n_boot)
+        # the resamples stand in for seeds: claim_margins gives one row of margins per resample
+        long = pd.DataFrame({"system": np.repeat([k[1] for k in keys], n_boot),
+                             "split": np.repeat([k[2] for k in keys], n_boot),
+                             "seed": np.tile(np.arange(n_boot), len(keys)), "accuracy": boot.ravel()})
+        margins = claim_margins(pd.DataFrame({"system": [k[1] for k in keys], "split": [k[2] for k in keys],
+                                              "seed": seed, "accuracy": point})).iloc[0]
+        low, high = interval(claim_margins(long).to_numpy().T)
+        for claim, m, lo, hi in zip(margins.index, margins, low, high):
+            rows.append({"claim": claim, "seed": seed, "margin": m, "low": lo, "high": hi,
+                         "verdict": "holds" if lo > 0 else "reversed" if hi < 0 else "not resolved"})
+    return pd.DataFrame(rows).set_index(["claim", "seed"])
+
+
+def claims_table(seeds: pd.DataFrame, verdicts: pd.DataFrame | None) -> pd.DataFrame:
+    """Per claim, over the seeds of ``seeds`` (long: system, split, seed, accuracy): on how many seeds it
+    holds, is reversed and is not resolved by :func:`claim_verdicts` (``"3/3"``), the margin's mean and sample
+    standard deviation over the seeds, and ``holds``: True only when it holds on every seed. Without
+    ``verdicts`` (no predictions to test with) the counts say "not tested" and no claim holds."""
     margins = claim_margins(seeds)
-    held = (margins > 0).sum()
-    return pd.DataFrame({"seeds_holding": [f"{held[c]}/{len(margins)}" for c in margins],
+    n = len(margins)
+    if verdicts is None:  # no predictions (a profile without a seed study): margins only, no claim holds
+        return pd.DataFrame({"seeds_holding": "not tested", "seeds_reversed": "not tested",
+                             "seeds_not_resolved": "not tested", "margin_mean": margins.mean().to_numpy(),
+                             "margin_sd": margins.std(ddof=1).to_numpy(), "holds": False},
+                            index=pd.Index(margins.columns, name="claim"))
+    count = lambda c, v: int((verdicts.loc[c].verdict == v).sum())
+    if sorted(verdicts.index.get_level_values("seed").unique()) != sorted(margins.index):
+        raise ValueError(f"the verdicts are of seeds {sorted(verdicts.index.get_level_values('seed').unique())}, "
+                         f"the accuracies of seeds {sorted(margins.index)}")
+    return pd.DataFrame({"seeds_holding": [f"{count(c, 'holds')}/{n}" for c in margins],
+                         "seeds_reversed": [f"{count(c, 'reversed')}/{n}" for c in margins],
+                         "seeds_not_resolved": [f"{count(c, 'not resolved')}/{n}" for c in margins],
                          "margin_mean": margins.mean().to_numpy(), "margin_sd": margins.std(ddof=1).to_numpy(),
-                         "holds": (held == len(margins)).to_numpy()},
+                         "holds": [count(c, "holds") == n for c in margins]},
                         index=pd.Index(margins.columns, name="claim"))
+
+
+def save_predictions(path, predictions: dict, y_true, groups) -> Path:
+    """The seed study's predictions (``{(seed, system, split): classes}``), the test labels and locations, in
+    one compressed file (written whole or not at all): what :func:`claim_verdicts` needs again."""
+    path = Path(path)
+    arrays = {f"{seed}|{system}|{split}": np.asarray(p, dtype=np.int8) for (seed, system, split), p in predictions.items()}
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(tmp, y_true=np.asarray(y_true, dtype=np.int8), groups=np.asarray(groups).astype(str), **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def read_predictions(path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """:func:`save_predictions`' file: ``(predictions, y_true, groups)``."""
+    with np.load(path) as f:
+        preds = {}
+        for name in f.files:
+            if "|" in name:
+                seed, system, split = name.split("|")
+                preds[int(seed), system, int(split)] = f[name].astype(np.int64)
+        return preds, f["y_true"].astype(np.int64), f["groups"]
 
 
 def systems(teachers: pd.DataFrame, student: pd.DataFrame) -> pd.DataFrame:
@@ -326,12 +385,13 @@ def longer_training(conv: pd.DataFrame, chapters: pd.DataFrame, path) -> tuple[p
 
 def miniature(student_alone: dict, split_seconds: dict, pool_seconds: float, pool_devices: str,
               pool_scene_like: float, teacher_params: int, student_params: int, teacher_fit: dict | None = None,
-              teacher_passes: dict | None = None) -> pd.DataFrame:
+              teacher_passes: dict | None = None, student_passes: dict | None = None) -> pd.DataFrame:
     """The proportions that decide the paper's mechanism, the miniature's beside the real setting's:
     ``quantity, ci, real`` (strings: each row says its own unit). ``student_alone``: {split: TF-SepNet from
     scratch, test macro %}; ``split_seconds``: {split: seconds of labelled audio}; ``teacher_fit``:
     {(teacher, split): accuracy % on the clips it teaches}; ``teacher_passes``: {split: passes over its
-    training clips} (the data chapter, which trains no teacher, leaves both out)."""
+    training clips} (the data chapter, which trains no teacher, leaves both out); ``student_passes``: the
+    same for the students (the real recipe: 150 epochs)."""
     from . import paper
 
     real_split = {s: n for s, n in paper.TRAIN_CLIPS.items()}  # 1 s clips
@@ -355,6 +415,9 @@ def miniature(student_alone: dict, split_seconds: dict, pool_seconds: float, poo
     for s, p in (teacher_passes or {}).items():
         rows.append((f"teacher fine-tuning, {s} % split (passes over its clips)", f"{p:.1f}",
                      f"{paper.TEACHER_EPOCHS} epochs"))
+    for s, p in (student_passes or {}).items():
+        rows.append((f"student training, {s} % split (passes over its clips)", f"{p:.1f}",
+                     f"{paper.STUDENT_EPOCHS} epochs"))
     for (t, s), a in (teacher_fit or {}).items():
         rows.append((f"teacher {t}, {s} %: accuracy on the clips it teaches (%)", f"{a:.1f}",
                      f"unknown (fitted: {paper.TEACHER_EPOCHS} epochs)"))
@@ -372,3 +435,234 @@ def gains(preds: dict, scratch: dict, y_true, groups, n_classes: int, n_boot: in
         rows.append({"teacher": name, "split": split, "gain": v.margin, "low": v.low, "high": v.high,
                      "verdict": v.verdict})
     return pd.DataFrame(rows).set_index(["teacher", "split"])
+
+
+ABLATION_KEY = ["arm", "variant", "teacher", "split"]
+ABLATION_NUMBERS = ["gain", "low", "high", "student", "scratch", "teacher on its clips"]
+
+
+def read_ablation(folder) -> pd.DataFrame | None:
+    """``bench/kd_ablation.py``'s table in ``folder`` (``kd_ablation.csv``), checked whole: its columns, one
+    row per (arm, variant, teacher, split), no empty number, the same seeds on every row (in
+    ``attrs["seeds"]``); None when the folder has none (a chapter run into a folder of its own)."""
+    path = Path(folder) / "kd_ablation.csv"
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path)
+    redo = f"write it again with python bench/kd_ablation.py --csv {path}"
+    missing = [c for c in [*ABLATION_KEY, *ABLATION_NUMBERS, "verdict", "seeds holding", "seeds reversed",
+                              "gain by seed"]
+               if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: no column(s) {missing}; {redo}")
+    twice = table.duplicated(ABLATION_KEY, keep=False)
+    if twice.any():
+        raise ValueError(f"{path}: rows {[i + 2 for i in np.flatnonzero(twice)]} repeat an (arm, variant, teacher, "
+                         f"split); {redo}")
+    empty = table[ABLATION_NUMBERS].isna().any(axis=1)
+    if empty.any():
+        raise ValueError(f"{path}: an empty number on line(s) {[i + 2 for i in np.flatnonzero(empty)]}; {redo}")
+    seeds = {tuple(sorted(seed_gains(g))) for g in table["gain by seed"]}
+    if len(seeds) != 1:
+        raise ValueError(f"{path}: its rows are of different seeds {sorted(seeds)}; {redo}")
+    table.attrs["seeds"] = ", ".join(map(str, next(iter(seeds))))
+    table.attrs["path"] = str(path)
+    return table
+
+
+def seed_gains(text: str) -> dict:
+    """``"0:+1.20 1:-0.35"`` (the ablation's ``gain by seed``) -> ``{0: 1.2, 1: -0.35}``."""
+    return {int(s): float(g) for s, g in (part.split(":") for part in str(text).split())}
+
+
+def check_ablation_seed(ablation: pd.DataFrame | None, run: pd.DataFrame, seed: int, split: int) -> str:
+    """Check a chapter's own students against the ablation table's rows of the same seed: ``run`` is
+    :func:`gains`' table with rows ``("<variant>, <teacher>", split)`` (variant "oracle-repaired targets" or
+    "paper's recipe"). A table whose row disagrees is stale: an error says how to make it again."""
+    if ablation is None:
+        return ("no kd_ablation.csv in this run's results folder: the table is python bench/kd_ablation.py's "
+                "(the published one is in book/results)")
+    checked = 0
+    for (label, s), r in run.iterrows():
+        variant, teacher = label.split(", ", 1)
+        row = ablation[(ablation.variant == variant) & (ablation.teacher == teacher) & (ablation.split == s)]
+        gains_ = seed_gains(row["gain by seed"].iloc[0]) if len(row) else {}
+        if seed not in gains_:
+            return f"the ablation table has no seed-{seed} row for {variant} from {teacher} at {s} %: nothing to check"
+        if abs(gains_[seed] - r.gain) > 0.01:
+            raise ValueError(f"{ablation.attrs['path']} is stale: its seed-{seed} gain for {variant} from {teacher} "
+                             f"at {s} % is {gains_[seed]:+.2f} points, this run's {r.gain:+.2f}; run python "
+                             "bench/kd_ablation.py --csv book/results/kd_ablation.csv")
+        checked += 1
+    return f"the ablation table's seed-{seed} rows give this run's gains ({checked} rows checked, {split} % split)"
+
+
+ABLATION_SHORT = {"paper's recipe": "recipe", "oracle-repaired targets": "oracle", "last epoch": "last epoch",
+                  "consistent views (K=4)": "views K=4", "without SSL*": "recipe"}
+
+
+def ablation_labels(ablation: pd.DataFrame) -> pd.DataFrame:
+    """The ablation with a short ``label`` per row for a narrow figure: the change and the teacher
+    (ens3: all three teachers, ens2: SSL + SSL+SL)."""
+    from .teachers import TEACHERS, ensemble_name
+
+    who = {"SSL+SL": "SSL+SL", ensemble_name(TEACHERS): "ens3", ensemble_name(("SSL", "SSL+SL")): "ens2"}
+
+    def short(v: str) -> str:
+        if v in ABLATION_SHORT:
+            return ABLATION_SHORT[v]
+        return (v.replace("kd_lambda ", "λ ").replace("steps x0.25", "steps ×¼").replace("steps x", "steps ×")
+                .replace("SSL+SL after epoch ", "fit: epoch "))
+
+    return ablation.assign(label=[f"{short(r.variant)}, {who.get(r.teacher, r.teacher)}"
+                                  for r in ablation.itertuples()])
+
+
+def say_ablation(ablation: pd.DataFrame | None) -> str:
+    """What the ablation's table says, computed from it, with the book's one rule (a change holds only if
+    it holds on every seed): per split, the paper's recipe; the changes that hold, and that reverse, on
+    every seed; those whose seed-mean interval alone lies above or below zero; and the change that moves
+    the gain most."""
+    if ablation is None:
+        return "No ablation table in this run's results folder."
+    n = len(ablation.attrs["seeds"].split(", "))
+    every = f"{n}/{n}"
+
+    def said(r, count="holds") -> str:
+        return (f"{r.variant} from {r.teacher} ({r.gain:+.1f}: {r.student:.1f} % against {r.scratch:.1f} %; "
+                f"{count} on {r['seeds ' + ('holding' if count == 'holds' else count)]} seeds)")
+
+    lines = []
+    for split, part in ablation.groupby("split"):
+        base = [f"{r.teacher} {r.gain:+.1f} (holds on {r['seeds holding']} seeds, reversed on "
+                f"{r['seeds reversed']}; seed mean: {r.verdict})" for _, r in part[part.arm == "recipe"].iterrows()]
+        arms = part[part.arm != "recipe"]
+        held = arms["seeds holding"] == every
+        lost = arms["seeds reversed"] == every
+        above = (arms.verdict == "holds") & ~held
+        below = (arms.verdict == "reversed") & ~lost
+        name = lambda mask, count="holds": ", ".join(said(r, count) for _, r in arms[mask].iterrows()) or "none"
+        lines.append(f"- **{split} %.** The paper's recipe: {'; '.join(base)}. Changes whose gain (the distilled "
+                     f"student against the student from scratch trained as long) holds on every seed: "
+                     f"{name(held)}. Reversed on every seed: {name(lost, 'reversed')}. Above zero on the seed mean "
+                     f"only: {name(above)}. Below zero on the seed mean only: {name(below, 'reversed')}.")
+    spread = [np.std(list(seed_gains(g).values()), ddof=1) for g in ablation["gain by seed"]] if n > 1 else []
+    if spread:
+        lines.append(f"- **Noise.** The same row's gain differs between seeds by a standard deviation of "
+                     f"{np.median(spread):.1f} points (median over the rows; {min(spread):.1f} to "
+                     f"{max(spread):.1f}), so a row's gain, a mean over {n} seeds, carries a standard error of about "
+                     f"{np.median(spread) / np.sqrt(n):.1f} points from the training seed alone, which its interval "
+                     "(over test locations) does not include.")
+    headline = ablation_headline(ablation)
+    if headline:
+        lines.append(f"- **Against the recipe**, {headline}.")
+    return "\n".join(lines)
+
+
+def ablation_headline(ablation: pd.DataFrame) -> str:
+    """One plain sentence from the ablation: against the paper's recipe, averaged over its teachers and
+    splits, the change that raises the student's gain most and the one that lowers it most."""
+    recipe = ablation[ablation.arm == "recipe"].set_index(["teacher", "split"]).gain
+    moved = ablation[ablation.arm != "recipe"].copy()
+    moved = moved[[(t, s) in recipe.index for t, s in zip(moved.teacher, moved.split)]]
+    if moved.empty:
+        return ""
+    moved["change"] = [g - recipe[t, s] for g, t, s in zip(moved.gain, moved.teacher, moved.split)]
+    by_arm = moved.groupby("variant").change.mean().sort_values()
+    return (f"averaged over its teachers and splits, the change that raises the student's gain most is "
+            f"{by_arm.index[-1]} ({by_arm.iloc[-1]:+.1f} points) and the one that lowers it most "
+            f"{by_arm.index[0]} ({by_arm.iloc[0]:+.1f}); seeds {ablation.attrs['seeds']}")
+
+
+def explain_failures(claims: pd.DataFrame, seeds: pd.DataFrame, ablation: pd.DataFrame | None) -> str:
+    """One short Markdown paragraph per claim that does not hold on every seed: its evidence from the seed
+    study (means over the seeds) and, for distillation and the ensemble, from the ablation's table
+    (``bench/kd_ablation.py``), then its verdict. Computed, so it says what the numbers say."""
+    m = seeds.groupby(["system", "split"]).accuracy.mean().unstack("split")
+    T = lambda n: m.loc[f"teacher: {n}"]
+    members = ["SSL*", "SSL", "SSL+SL"]
+    means = {n: T(n).mean() for n in members}
+    best, weakest = max(means, key=means.get), min(means, key=means.get)
+    scratch = m.loc["student: from scratch"]
+
+    def verdict(c):
+        r = claims.loc[c]
+        return (f"**Verdict:** holds on {r.seeds_holding} seeds, reversed on {r.seeds_reversed}, not resolved on "
+                f"{r.seeds_not_resolved}; margin {r.margin_mean:+.1f} ± {r.margin_sd:.1f} points over the seeds.")
+
+    def arms(teacher):  # the ablation's rows for this teacher: the recipe's gain, and the arm that moves it most
+        if ablation is None:
+            return " The ablation's table is not in this folder."
+        part = ablation[ablation.teacher == teacher]
+        if part.empty:
+            return ""
+        out = []
+        for split, rows in part.groupby("split"):
+            base = rows[rows.arm == "recipe"]
+            if base.empty:
+                continue
+            g0 = base.gain.iloc[0]
+            top = rows[rows.arm != "recipe"].sort_values("gain").iloc[-1]
+            out.append(f"at {split} % the paper's recipe gains {g0:+.1f} points (holds on "
+                       f"{base['seeds holding'].iloc[0]} seeds) and the change that gains most, *{top.variant}*, "
+                       f"{top.gain:+.1f} ({top.student:.1f} % against a student from scratch of {top.scratch:.1f} %; "
+                       f"holds on {top['seeds holding']} seeds)")
+        return (" In the ablation (seeds " + ablation.attrs.get("seeds", "?") + "), " + "; ".join(out) + ".") if out else ""
+
+    paragraphs = []
+    for c in claims.index[~claims.holds.astype(bool)]:
+        if c.startswith("the three-teacher ensemble"):
+            without = T(f"ensemble {' + '.join(n for n in members if n != weakest)}").mean() - means[best]
+            whole = T(f"ensemble {' + '.join(members)}").mean() - means[best]
+            why = (f"its weakest member, {weakest}, averages {means[weakest]:.1f} % against {best}'s "
+                   f"{means[best]:.1f} %. The ensemble of all three is {whole:+.1f} points from {best}; without "
+                   f"{weakest} it is {without:+.1f}, "
+                   + ("so the weak member is not the whole reason: the claim fails either way."
+                      if without <= 0 else
+                      f"so {weakest} accounts for the loss: without it the ensemble is level with {best} on the seed "
+                      "mean (a difference this study does not test), not above it."
+                      if without < 1 else
+                      f"so leaving {weakest} out puts the ensemble above {best} on the seed mean (a difference this "
+                      "study does not test)."))
+            paragraphs.append(f"**{c}.** Evidence: {why} {verdict(c)}")
+        elif c.startswith("distillation from"):
+            teacher = "SSL+SL" if "SSL+SL" in c else ENSEMBLE.removeprefix("ensemble ")
+            student = "student: KD from SSL+SL" if teacher == "SSL+SL" else SUBMISSION
+            acc, kd = T(teacher if teacher == "SSL+SL" else f"ensemble {teacher}"), m.loc[student]
+            split_lines = ", ".join(f"{s} %: teacher {acc[s]:.1f}, scratch {scratch[s]:.1f}, distilled {kd[s]:.1f}"
+                                    for s in m.columns)
+            paragraphs.append(f"**{c}.** Evidence (means over the seeds, %): {split_lines}."
+                              f"{arms(teacher)} {verdict(c)}")
+        else:
+            paragraphs.append(f"**{c}.** {verdict(c)}")
+    return "\n\n".join(paragraphs) if paragraphs else "Every claim holds on every seed."
+
+
+def curve_contract(seeds: pd.DataFrame, tolerance: float | None = None) -> pd.DataFrame:
+    """The twin's learning-curve contract checked on the seed study: per split, the student alone's mean
+    over the seeds, each seed's accuracy, the DCASE2024 baseline's on TAU22, and whether the mean is within
+    ``tolerance`` points of it (default: the data chapter's :data:`asc_lib.data.difficulty.TOLERANCE`)."""
+    from . import paper
+    from .data.difficulty import TOLERANCE
+
+    tolerance = TOLERANCE if tolerance is None else tolerance
+    alone = seeds[seeds.system == "student: from scratch"].pivot(index="split", columns="seed", values="accuracy")
+    out = pd.DataFrame({"seed mean": alone.mean(axis=1), "seeds": alone.apply(
+        lambda r: " / ".join(f"{v:.1f}" for v in r), axis=1),
+        "baseline (TAU22)": [paper.BASELINE_ACC[int(s)] for s in alone.index]}, index=alone.index)
+    out["difference"] = out["seed mean"] - out["baseline (TAU22)"]
+    out["within"] = out["difference"].abs() <= tolerance
+    return out
+
+
+def say_contract(contract: pd.DataFrame, tolerance: float | None = None) -> str:
+    """One sentence from :func:`curve_contract`: met at every split, or where not."""
+    from .data.difficulty import TOLERANCE
+
+    tolerance = TOLERANCE if tolerance is None else tolerance
+    missed = contract[~contract.within]
+    head = (f"On the mean of the seeds, the student alone is within {tolerance:.0f} points of the baseline's "
+            f"learning curve at every split" if missed.empty else
+            f"On the mean of the seeds, the student alone misses the contract ({tolerance:.0f} points of the "
+            "baseline's learning curve) at " + ", ".join(f"{s} % ({r.difference:+.1f})" for s, r in missed.iterrows()))
+    return head + " (" + "; ".join(f"{s} %: {r['seed mean']:.1f}, seeds {r.seeds}" for s, r in contract.iterrows()) + ")."

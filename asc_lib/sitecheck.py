@@ -11,7 +11,10 @@ Per page:
   and no table is wider than the column: neither reaching past it nor hiding columns in a box that
   scrolls (a scroll bar that the system draws only while scrolling does not tell the reader there are
   more); on a phone a wide table scrolls in its own box;
-- axe-core (bundled by the ``axe-playwright-python`` package) finds no serious or critical violation.
+- axe-core (bundled by the ``axe-playwright-python`` package) finds no serious or critical violation;
+- at 390 px, no figure's text is smaller than :data:`MIN_TEXT_PX`: a figure's PNG records its smallest
+  text in pixels of the PNG (``asc_lib.plots`` writes it, ``asc-min-font-px``), scaled here by the width the
+  page shows the image at over the PNG's own width.
 
 Chromium is driven by Playwright (``playwright`` on PyPI) with ``executable_path`` set to the system's
 Chromium: browsers that download themselves cannot be fetched on the book's machines.
@@ -56,6 +59,31 @@ MEASURE = """() => {
 }"""
 
 
+MIN_TEXT_PX = 9  # the smallest figure text a phone reader is asked to read (at 390 px)
+IMAGES = """() => [...document.querySelectorAll('article img')].map(
+  i => ({src: i.getAttribute('src'), box: i.parentElement.clientWidth}))"""
+
+
+def figure_text_px(html: Path, page: Path, images: list[dict]) -> list[tuple[str, float]]:
+    """``(image, px)`` for each image of ``page`` whose PNG records its smallest text: that text's size
+    where the page shows the image (``box``: the width of the image's container; an image is shown at
+    its own width, or shrunk to the container's)."""
+    from PIL import Image
+
+    from .plots import MIN_FONT_KEY
+
+    out = []
+    for img in images:
+        path = (page.parent / unquote(urlsplit(img["src"] or "").path)).resolve()
+        if path.suffix.lower() != ".png" or not path.is_file() or html.resolve() not in path.parents:
+            continue
+        with Image.open(path) as im:
+            px, width = im.info.get(MIN_FONT_KEY), im.size[0]
+        if px is not None and img["box"] > 0:
+            out.append((path.name, float(px) * min(width, img["box"]) / width))
+    return out
+
+
 @dataclass
 class Page:
     name: str
@@ -68,6 +96,7 @@ class Page:
     axe: list = field(default_factory=list)
     lang: str = ""
     title: str = ""
+    figure_text_390: list = field(default_factory=list)  # (image, smallest text in px at 390 px)
 
     def problems(self) -> list[str]:
         out = [f"link {link} does not resolve" for link in self.broken_links]
@@ -77,6 +106,8 @@ class Page:
         out += [f"at 1280 px a {w['kind']} block is {w['over']} px wider than the {self.column} px column: "
                 f"{w['text']!r}" for w in self.wide_1280]
         out += [f"axe {v['impact']}: {v['id']} ({v['nodes']} element(s)): {v['help']}" for v in self.axe]
+        out += [f"at 390 px figure {name}'s smallest text is {px:.1f} px (at least {MIN_TEXT_PX} px)"
+                for name, px in self.figure_text_390 if px < MIN_TEXT_PX]
         if not self.lang:
             out.append("no lang attribute on <html>")
         if not self.title:
@@ -186,6 +217,7 @@ def check(html: Path, pages: list[str] | None = None) -> list[Page]:
                               wait_until="load")
                     if width == 390:
                         result.width_390 = page.evaluate("document.documentElement.scrollWidth")
+                        result.figure_text_390 = figure_text_px(html, f, page.evaluate(IMAGES))
                         continue
                     got = page.evaluate(MEASURE)
                     result.wide_1280, result.blocks, result.column = got["wide"], got["blocks"], got["column"]
@@ -204,10 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     html = Path(argv[0] if argv else "_build/html")
     results = check(html)
     width = max(len(r.name) for r in results)
-    print(f"{'page':<{width}}  links  alt  390px  wide@1280/blocks  axe")
+    print(f"{'page':<{width}}  links  alt  390px  wide@1280/blocks  axe  smallest figure text@390")
     for r in results:
+        small = min((px for _, px in r.figure_text_390), default=None)
         print(f"{r.name:<{width}}  {len(r.broken_links):>5}  {len(r.bad_alt):>3}  {r.width_390:>5}  "
-              f"{len(r.wide_1280):>9}/{r.blocks:<6}  {sum(v['nodes'] for v in r.axe):>3}")
+              f"{len(r.wide_1280):>9}/{r.blocks:<6}  {sum(v['nodes'] for v in r.axe):>3}  "
+              + ("-" if small is None else f"{small:.1f} px"))
     problems = [(r.name, p) for r in results for p in r.problems()]
     for name, p in problems:
         print(f"{name}: {p}")

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -119,9 +119,13 @@ def monitor_rows(test_part: pd.DataFrame, fraction: float, seed: int) -> np.ndar
     return np.flatnonzero(test_part.recording.isin(pick).to_numpy())
 
 
-def recipe_of(strategy: str, settings: TeacherSettings, n_train: int) -> Recipe:
-    """The recipe of ``strategy`` for a run on ``n_train`` training clips (see ``min_passes``)."""
-    return with_passes(settings.frozen if strategy == "SSL*" else settings.finetune, n_train, settings.min_passes)
+def recipe_of(strategy: str, settings: TeacherSettings, n_train: int, split: int) -> Recipe:
+    """The recipe of ``strategy`` for a run on ``n_train`` training clips of ``split`` (see ``min_passes``
+    and ``finetune_epochs``)."""
+    if strategy == "SSL*":
+        return with_passes(settings.frozen, n_train, settings.min_passes)
+    epochs = dict(settings.finetune_epochs).get(split, settings.finetune.epochs)
+    return with_passes(replace(settings.finetune, epochs=epochs), n_train, settings.min_passes)
 
 
 def make_teacher(strategy: str, checkpoints: dict, seed: int, config=None) -> TokenClassifier:
@@ -215,7 +219,7 @@ def run_teacher(strategy: str, split: int, *, meta: pd.DataFrame, split_part: pd
         t0 = time.perf_counter()
 
         train_part, val_part = hold_out_recordings(split_part, settings.val_fraction, seed)
-        recipe = recipe_of(strategy, settings, len(train_part))
+        recipe = recipe_of(strategy, settings, len(train_part), split)
         tr_rows = torch.from_numpy(rows(meta, train_part))
         y_tr = torch.from_numpy(labels(train_part).copy())
         is_a = torch.from_numpy(train_part.device.to_numpy() == "a")

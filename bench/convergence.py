@@ -89,7 +89,7 @@ def main():
                     w32=w32, manifests=mans, settings=sset, root=root, profile="ci", seed=args.seed,
                     device="cpu", features=features, progress=False)
                 n = len(teachers.hold_out_recordings(part, tset.val_fraction, args.seed)[0])  # training clips
-                recipe = (teachers.recipe_of(name, tset, n) if kind == "teacher"
+                recipe = (teachers.recipe_of(name, tset, n, split) if kind == "teacher"
                           else with_passes(sset.recipe, n, sset.min_passes))
                 h = m["history"]
                 val = [e["val_loss"] for e in h]

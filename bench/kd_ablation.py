@@ -29,8 +29,9 @@ ensemble       the ensemble without SSL* (SSL + SSL+SL)
 For every (arm, variant, teacher, split) the table gives, over the seeds: the student's and its scratch
 partner's accuracy (mean over seeds), the gain (points), its 95 % interval from the paired bootstrap over
 test locations of the seed-averaged accuracies, the verdict of that interval, how many seeds hold on their
-own paired interval (``holds``: the interval above 0), and the teacher's accuracy on the clips it teaches
-(the training clips, without the held-out validation recordings).
+own paired interval (``holds``: the interval above 0), each seed's gain (``gain by seed``: ``seed:gain``, so
+that the student chapter can check its own seed's run against the table), and the teacher's accuracy on the
+clips it teaches (the training clips, without the held-out validation recordings).
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ def main():
         table.append({"arm": arm, "variant": variant, "teacher": name, "split": split,
                       "gain": pooled.margin, "low": pooled.low, "high": pooled.high, "verdict": pooled.verdict,
                       "seeds holding": f"{sum(v.verdict == 'holds' for v in each)}/{len(seeds)}",
+                      "gain by seed": " ".join(f"{s}:{v.margin:+.2f}" for s, v in zip(seeds, each)),
                       "seeds reversed": f"{sum(v.verdict == 'reversed' for v in each)}/{len(seeds)}",
                       "student": acc["kd"], "scratch": acc["scratch"],
                       "teacher on its clips": float(np.mean([taught[row][s] for s in seeds]))})

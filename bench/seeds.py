@@ -11,8 +11,11 @@ held out for validation; the twin and the small BEATs encoders stay those of ``-
 an executed book (their cache keys are equal) and the study's seed-0 numbers are the chapters' numbers.
 
 Writes ``book/results/seeds.csv`` (long format: ``system, split, seed, accuracy``: test macro accuracy in
-%) and ``book/results/claims.csv`` (per claim of the Results chapter: ``claim, seeds_holding,
-margin_mean, margin_sd, holds``), then prints both.
+%), ``book/results/seeds_predictions.npz`` (every system's class for every test clip, per seed and split,
+with the test labels and locations) and ``book/results/claims.csv`` (per claim of the Results chapter:
+``claim, seeds_holding, seeds_reversed, seeds_not_resolved, margin_mean, margin_sd, holds``: on each seed a
+claim holds when its 95 % paired interval over test locations lies above 0, and it holds only if it holds
+on every seed), then prints both.
 
 ``--keep`` adds seeds to an existing study (``--seeds 0 2 --keep`` runs seed 2 and keeps seed 1's rows):
 the existing ``seeds.csv``'s rows of the seeds not listed are kept only if its seed-0 rows equal this
@@ -31,28 +34,35 @@ import time
 import pandas as pd
 
 from asc_lib import checkpoints, distill, profiles, results, teachers
-from asc_lib.data import dataset
+from asc_lib.data import SCENES, dataset
 from asc_lib.data.tau import read_meta, read_split
 from asc_lib.paths import results_dir
 from asc_lib.repro import resolve_device, seed_everything
 
 
 def rows_of(seed, teacher_runs, students, int8, y_test):
+    """One seed's rows of seeds.csv and its predictions: ``(rows, {(seed, system, split): classes})``;
+    ``int8``: ``{split: (accuracy, classes)}``."""
     splits = sorted({s for _, s in teacher_runs})
-    out = []
+    out, preds = [], {}
     for s in splits:
         for k in teachers.STRATEGIES:
             out.append((f"teacher: {k}", s, teacher_runs[k, s]["test"]["macro"]))
+            preds[seed, f"teacher: {k}", s] = teachers.load_logits(teacher_runs[k, s], "test").argmax(1)
         for members in teachers.subsets():
             if len(members) > 1:
-                acc = teachers.ensemble_accuracy({m: teacher_runs[m, s] for m in members}, members, y_test)
-                out.append((f"teacher: ensemble {teachers.ensemble_name(members)}", s, acc))
+                mans = {m: teacher_runs[m, s] for m in members}
+                name = f"teacher: ensemble {teachers.ensemble_name(members)}"
+                out.append((name, s, teachers.ensemble_accuracy(mans, members, y_test)))
+                preds[seed, name, s] = teachers.ensemble_logits(mans, members, "test").argmax(1)
         for (name, split), m in students.items():
             if split == s:
                 label = "student: from scratch" if name == "scratch" else f"student: KD from {name}"
                 out.append((label, s, m["test"]["macro"]))
-        out.append((f"{results.SUBMISSION}, INT8", s, int8[s]))
-    return [{"system": a, "split": s, "seed": seed, "accuracy": acc} for a, s, acc in out]
+                preds[seed, label, s] = teachers.load_logits(m, "test").argmax(1)
+        out.append((f"{results.SUBMISSION}, INT8", s, int8[s][0]))
+        preds[seed, f"{results.SUBMISSION}, INT8", s] = int8[s][1]
+    return [{"system": a, "split": s, "seed": seed, "accuracy": acc} for a, s, acc in out], preds
 
 
 def keep_other_seeds(old: pd.DataFrame, seed0: pd.DataFrame, listed, path) -> pd.DataFrame:
@@ -105,7 +115,8 @@ def main():
     inputs = teachers.TeacherInputs(w16, cache=P.teachers.cache_inputs)
     features = distill.logmel_all(w32, P.student.n_mels).half()
     test_x = features[dataset.rows(meta, test)].float()
-    rows, timing = [], []
+    rows, timing, preds = [], [], {}
+    where = test.identifier.to_numpy()
     for seed in args.seeds:
         t0 = time.perf_counter()
         teacher_runs = teachers.run_all(P.teachers.splits, meta=meta, root=root, test_part=test, w16=w16,
@@ -117,23 +128,36 @@ def main():
         int8 = {}
         for s in P.student.splits:
             calib = features[dataset.rows(meta, read_split(root, s, meta))[:P.student.calibration_clips]].float()
-            int8[s] = distill.int8_check(students[teachers.ensemble_name(teachers.TEACHERS), s], calib, test_x,
-                                         y_test)["INT8 accuracy"]
-        rows += rows_of(seed, teacher_runs, students, int8, y_test)
+            check, classes = distill.int8_check(students[teachers.ensemble_name(teachers.TEACHERS), s], calib,
+                                                test_x, y_test, predictions=True)
+            int8[s] = (check["INT8 accuracy"], classes)
+        seed_rows, seed_preds = rows_of(seed, teacher_runs, students, int8, y_test)
+        rows += seed_rows
+        preds.update(seed_preds)
         if args.keep and seed == 0:
             kept = keep_other_seeds(old, pd.DataFrame(rows), args.seeds, old_path).to_dict("records")
+            kept_seeds = {r["seed"] for r in kept}
+            old_preds = results_dir() / "seeds_predictions.npz"
+            if not old_preds.exists():
+                sys.exit(f"--keep: {old_preds} is missing: the kept seeds' predictions are needed for their verdicts; "
+                         "run the study without --keep")
+            preds.update({k: p for k, p in results.read_predictions(old_preds)[0].items() if k[0] in kept_seeds})
         timing.append((seed, time.perf_counter() - t0))
         print(f"seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
         # written after every seed: an interrupted study keeps the seeds it ran
         seeds = pd.DataFrame(rows + kept).sort_values("seed", kind="stable")
+        done = set(seeds.seed)
+        mine = {k: p for k, p in preds.items() if k[0] in done}
+        claims = results.claims_table(seeds, results.claim_verdicts(mine, y_test, where, len(SCENES)))
         folder = results_dir()
-        for name, table, index in (("seeds", seeds, False), ("claims", results.claims_table(seeds), True)):
+        results.save_predictions(folder / "seeds_predictions.npz", mine, y_test, where)
+        for name, table, index in (("seeds", seeds, False), ("claims", claims, True)):
             tmp = folder / f".{name}.csv.tmp"
             table.to_csv(tmp, index=index, float_format="%.4f")
             os.replace(tmp, folder / f"{name}.csv")
     spread = seeds.groupby(["system", "seed"]).accuracy.mean().groupby("system").agg(["mean", "std"])
     print(spread.round(2).to_string())
-    print(results.claims_table(seeds).round(2).to_string())
+    print(claims.round(2).to_string())
     print("seconds per seed: " + ", ".join(f"{s}: {t:.0f}" for s, t in timing))
 
 

@@ -45,7 +45,7 @@ def main():
     ckpts = {k: v for k, v in checkpoints.small_beats(P, root, seed=0, device="cpu").items() if k != "history"}
     inputs = teachers.TeacherInputs(w16, cache=True)
     recipe = dataclasses.replace(P.teachers.finetune, epochs=a.epochs, steps_per_epoch=a.spe, lr=a.lr)
-    settings = dataclasses.replace(P.teachers, finetune=recipe,
+    settings = dataclasses.replace(P.teachers, finetune=recipe, finetune_epochs=(),
                                    **({} if a.mixup is None else {"mixup_alpha": a.mixup}))
     part = read_split(root, a.split, meta)
     taught, _ = teachers.hold_out_recordings(part, settings.val_fraction, a.seed)

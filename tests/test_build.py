@@ -136,3 +136,33 @@ def test_the_student_chapter_says_of_the_teachers_fit_what_its_table_shows():
     assert (f"they {'have' if fitted else 'have not'} fitted them" in said), (fit, said)
     low, high = map(float, re.search(r"([\d.]+)-([\d.]+) % correct on them", said).groups())
     assert abs(low - min(fit)) < 0.06 and abs(high - max(fit)) < 0.06, (low, high, fit)  # the table: 2 decimals
+
+
+@pytest.mark.slow
+def test_the_best_ensemble_exercise_answers_from_the_teachers_table(html):
+    """The exercise "The best ensemble" names the best subset of two or three teachers and says whether it
+    beats the best single teacher, as teachers.csv has them (it once answered with a single teacher)."""
+    import pandas as pd
+
+    from asc_lib import teachers
+
+    table = pd.read_csv(ROOT / "book" / "results" / "teachers.csv", index_col=0)["mean"]
+    ensembles = table[[i for i in table.index if i.startswith("ensemble ")]]
+    best_ens, best_one = ensembles.idxmax(), table[list(teachers.TEACHERS)].idxmax()
+    verdict = "beats" if ensembles.max() > table[best_one] else "does not beat"
+    page = re.sub(r"\s+", " ", (html / "book" / "04_teachers.html").read_text())
+    span = '<span class="pasted-text">{}</span>'.format
+    assert (f"the best ensemble is {span(best_ens.removeprefix('ensemble '))}, with a mean of "
+            f"{span(f'{ensembles.max():.1f}')}") in page
+    assert f"it {span(verdict)} the best single teacher, {span(best_one)} ({span(f'{table[best_one]:.1f}')} %)" in page
+
+
+@pytest.mark.slow
+def test_pages_load_no_script_from_another_host_and_mathjax_from_the_build(html):
+    """Equations loaded MathJax from a CDN: offline they showed raw TeX. book/_ext/mathjax_local.py serves
+    it from the build (the sphinx-mathjax-offline package's files)."""
+    for page in html.rglob("*.html"):
+        assert not re.search(r'<script[^>]*src="(https?:)?//', page.read_text()), page
+    assert 'src="../_static/mathjax/tex-chtml.js"' in (html / "book" / "05_student.html").read_text()
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    assert list((html / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))

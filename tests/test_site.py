@@ -105,3 +105,34 @@ def test_the_pages_workflow_publishes_the_readme_build(html):
     url = config["html"]["baseurl"]
     owner, name = config["repository"]["url"].removeprefix("https://github.com/").split("/")
     assert url == f"https://{owner}.github.io/{name}/" and url in (ROOT / "README.md").read_text()
+
+
+def test_a_figures_smallest_text_is_measured_where_the_page_shows_it(tmp_path):
+    """Each PNG a figure is saved to records its smallest text (asc_lib.plots); the site check scales it by
+    the width the page shows the image at: a 6.4-inch figure with 9-point labels, shrunk into a phone's
+    358 px column, shows them at about 8 px: below MIN_TEXT_PX. The same figure at 3.6 inches passes."""
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    from asc_lib import plots  # noqa: F401  (its import makes every saved PNG record its smallest text)
+
+    (tmp_path / "book").mkdir()
+    (tmp_path / "_images").mkdir()
+    for name, width in (("wide", 6.4), ("narrow", 3.6)):
+        fig, ax = plt.subplots(figsize=(width, 3), dpi=100)
+        ax.plot([0, 1], [0, 1])
+        ax.tick_params(labelsize=9)
+        ax.set_title("a title", fontsize=14)
+        fig.savefig(tmp_path / "_images" / f"{name}.png", bbox_inches="tight")
+        plt.close(fig)
+    images = [{"src": "../_images/wide.png", "box": 358}, {"src": "../_images/narrow.png", "box": 358},
+              {"src": "../_images/missing.png", "box": 358}]
+    got = dict(sitecheck.figure_text_px(tmp_path, tmp_path / "book" / "p.html", images))
+    assert set(got) == {"wide.png", "narrow.png"}
+    assert got["wide.png"] < sitecheck.MIN_TEXT_PX <= got["narrow.png"]
+    assert got["narrow.png"] == pytest.approx(9 * 100 / 72, rel=0.01)  # shown at its own width
+    page = sitecheck.Page("book/p.html", lang="en", title="t", figure_text_390=list(got.items()))
+    assert [p for p in page.problems() if "smallest text" in p] == [
+        f"at 390 px figure wide.png's smallest text is {got['wide.png']:.1f} px (at least 9 px)"]

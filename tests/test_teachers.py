@@ -29,7 +29,7 @@ def setup(tmp_path_factory):
         recipe = Recipe(epochs=2, steps_per_epoch=2, batch_size=8, lr=1e-3)
         profile = replace(ci, data=replace(ci.data, twin_size="tiny"),
                           teachers=replace(ci.teachers, frozen=recipe, finetune=replace(recipe, optimizer="adamw"),
-                                           min_passes=0))
+                                           min_passes=0, finetune_epochs=()))
         root = dataset.prepare("", profile, seed=0)
         folder = tmp_path_factory.mktemp("ckpt")
         torch.manual_seed(0)
@@ -154,8 +154,8 @@ def test_run_writes_a_manifest_logits_and_is_reused(setup, capsys):
     assert np.load(folder / "train_logits.npy").shape == (len(split), 10)
     assert m["teacher"] == "SSL" and m["split"] == 100 and "teachers v" in m["code_version"]
     assert m["config"]["data"] == dataset.data_key(root, profile.name)  # with the clips' bytes (test_data)
-    assert len(m["history"]) == 2 and 1 <= m["best_epoch"] <= 2
-    assert m["val_selected_test_acc"] == m["history"][m["best_epoch"] - 1]["test_acc"]
+    assert len(m["history"]) == 2 and m["best_epoch"] == 2 and m["kept"] == "last"  # the ci profile's choice
+    assert m["val_selected_test_acc"] == m["history"][m["val_selected_epoch"] - 1]["test_acc"]
     assert m["test_selected_test_acc"] == max(h["test_acc"] for h in m["history"])
     assert set(m["test"]["device"]) == set(read_split(root, "test", meta).device)
     # the test logits are those of the selected epoch
@@ -167,6 +167,15 @@ def test_run_writes_a_manifest_logits_and_is_reused(setup, capsys):
     again = _run(setup, "SSL")
     assert again == m and "folder" not in json.loads((folder / "manifest.json").read_text())  # no path kept
     assert "reusing" in capsys.readouterr().err
+
+
+def test_finetune_epochs_lengthen_the_fine_tuned_teachers_of_their_splits_only():
+    t = profiles.get_profile("ci").teachers
+    assert dict(t.finetune_epochs) == {5: 20} and t.finetune.epochs == 10
+    for strategy in ("scratch", "SSL", "SSL+SL"):
+        assert teachers.recipe_of(strategy, t, 140, 5) == replace(t.finetune, epochs=20)
+        assert teachers.recipe_of(strategy, t, 140, 25) == t.finetune  # the same clips, another split
+    assert teachers.recipe_of("SSL*", t, 140, 5) == t.frozen  # the frozen head keeps its recipe
 
 
 def test_a_teacher_can_keep_its_last_epoch(setup, monkeypatch, tmp_path):
@@ -308,7 +317,7 @@ def test_a_resumed_teacher_publishes_what_an_uninterrupted_one_does(setup, monke
     profile, root, meta, ckpts = setup
     t = profile.teachers
     # 4 epochs; the frozen head at a rate at which its best epoch is not the last (checked below)
-    settings = replace(t, test_monitor=monitor, finetune=replace(t.finetune, epochs=4),
+    settings = replace(t, test_monitor=monitor, finetune=replace(t.finetune, epochs=4), keep="val_loss",
                        frozen=replace(t.frozen, epochs=4, lr=2e-1))
     w16 = dataset.waves(meta, 16000, profile)
     kw = dict(meta=meta, split_part=read_split(root, 100, meta), test_part=read_split(root, "test", meta),
