@@ -77,6 +77,9 @@ def figure_text_px(html: Path, page: Path, images: list[dict]) -> list[tuple[str
         path = (page.parent / unquote(urlsplit(img["src"] or "").path)).resolve()
         if path.suffix.lower() != ".png" or not path.is_file() or html.resolve() not in path.parents:
             continue
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":  # named .png but another format: it records nothing
+                continue
         with Image.open(path) as im:
             px, width = im.info.get(MIN_FONT_KEY), im.size[0]
         if px is not None and img["box"] > 0:
