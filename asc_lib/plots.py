@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -251,8 +252,6 @@ def seed_curves(seeds, systems, references: dict | None = None, title: str = "")
 def heatmap(table, title: str = "", fmt: str = ".1f", cmap: str = "viridis"):
     """A table of numbers (rows x columns) as an annotated heatmap; long row labels are wrapped so that the
     figure keeps the column's width (a wider one is shrunk on a phone, and its numbers with it)."""
-    import textwrap
-
     labels = [textwrap.fill(str(r), 16) for r in table.index]
     lines = sum(max(1, label.count("\n") + 1) for label in labels)
     fig, ax = plt.subplots(figsize=(WIDTH, 0.9 + 0.24 * lines + 0.18 * len(labels)), layout="constrained")
@@ -288,7 +287,8 @@ def ablation(table, title: str = ""):
     so that a phone shows it at a readable size; the bar: the seed mean's interval over test locations;
     grey dots: each seed's gain; filled: holds on every seed, a cross: reversed on every seed, open:
     otherwise. Blue: the single teacher SSL+SL; orange: an ensemble."""
-    from .results import seed_gains
+    from .results import on_every_seed, seed_gains
+
     splits = sorted(table["split"].unique())
     n = max(len(table[table["split"] == s]) for s in splits)
     fig, axes = plt.subplots(len(splits), 1, figsize=(4.2, 0.9 + 0.26 * n * len(splits)), sharex=True,
@@ -301,9 +301,8 @@ def ablation(table, title: str = ""):
             ax.plot([r.low, r.high], [yi, yi], color=color, lw=2)
             each = list(seed_gains(r["gain by seed"]).values())
             ax.plot(each, [yi] * len(each), ".", color="0.45", ms=4)
-            every = f"{len(each)}/{len(each)}"
-            face = color if r["seeds holding"] == every else "white"
-            lost = r["seeds reversed"] == every
+            face = color if on_every_seed(r["seeds holding"]) else "white"
+            lost = on_every_seed(r["seeds reversed"])
             ax.plot(r.gain, yi, "x" if lost else "o", color=color, mfc=face, ms=6)
         ax.axvline(0, color="0.4", lw=1)
         ax.set_yticks(y, part["label"], fontsize=10)

@@ -518,6 +518,12 @@ def ablation_labels(ablation: pd.DataFrame) -> pd.DataFrame:
                                   for r in ablation.itertuples()])
 
 
+def on_every_seed(count: str) -> bool:
+    """``"3/3"`` (the ablation's ``seeds holding`` or ``seeds reversed``) -> True: the book's one rule."""
+    done, of = str(count).split("/")
+    return done == of
+
+
 def say_ablation(ablation: pd.DataFrame | None) -> str:
     """What the ablation's table says, computed from it, with the book's one rule (a change holds only if
     it holds on every seed): per split, the paper's recipe; the changes that hold, and that reverse, on
@@ -526,7 +532,6 @@ def say_ablation(ablation: pd.DataFrame | None) -> str:
     if ablation is None:
         return "No ablation table in this run's results folder."
     n = len(ablation.attrs["seeds"].split(", "))
-    every = f"{n}/{n}"
 
     def said(r, count="holds") -> str:
         return (f"{r.variant} from {r.teacher} ({r.gain:+.1f}: {r.student:.1f} % against {r.scratch:.1f} %; "
@@ -537,8 +542,8 @@ def say_ablation(ablation: pd.DataFrame | None) -> str:
         base = [f"{r.teacher} {r.gain:+.1f} (holds on {r['seeds holding']} seeds, reversed on "
                 f"{r['seeds reversed']}; seed mean: {r.verdict})" for _, r in part[part.arm == "recipe"].iterrows()]
         arms = part[part.arm != "recipe"]
-        held = arms["seeds holding"] == every
-        lost = arms["seeds reversed"] == every
+        held = arms["seeds holding"].map(on_every_seed)
+        lost = arms["seeds reversed"].map(on_every_seed)
         above = (arms.verdict == "holds") & ~held
         below = (arms.verdict == "reversed") & ~lost
         name = lambda mask, count="holds": ", ".join(said(r, count) for _, r in arms[mask].iterrows()) or "none"
